@@ -1,0 +1,2 @@
+//! The AWS provider: one file per resource kind.
+pub mod clients;

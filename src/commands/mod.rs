@@ -1,0 +1,110 @@
+//! One function per CLI command. Arguments are resolved into settings here,
+//! before any work starts; library modules never see clap types.
+
+use anyhow::Context as _;
+use tokio::sync::OnceCell;
+
+use crate::cli::{Cli, Command, GlobalArgs};
+use crate::printer::Printer;
+use crate::stack::env::Env;
+
+pub mod dispatch;
+pub mod fleet;
+pub mod infra;
+pub mod ticket;
+pub mod worker;
+
+/// What every command has: the environment, the printer, and (built on
+/// first use, so commands that need no AWS never load credentials) one
+/// shared AWS SDK configuration.
+pub struct Context {
+    pub printer: Printer,
+    pub global: GlobalArgs,
+    env: Option<Env>,
+    env_error: Option<String>,
+    aws: OnceCell<aws_config::SdkConfig>,
+}
+
+impl Context {
+    pub fn new(global: GlobalArgs, printer: Printer) -> Context {
+        let (env, env_error) = match Env::load(&global.env) {
+            Ok(env) => (Some(env), None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        Context {
+            printer,
+            global,
+            env,
+            env_error,
+            aws: OnceCell::new(),
+        }
+    }
+
+    /// The selected environment; an unknown `--env` is reported here, so
+    /// commands that do not need one (ticket validation) still work.
+    pub fn env(&self) -> anyhow::Result<&Env> {
+        match &self.env {
+            Some(env) => Ok(env),
+            None => Err(crate::exit::hint(
+                self.env_error.clone().unwrap_or_default(),
+                "pass --env with one of the files in stack/",
+            )),
+        }
+    }
+
+    /// The shared SDK configuration (region and endpoint from the normal
+    /// AWS chain, the environment's region as the fallback).
+    pub async fn aws(&self) -> anyhow::Result<&aws_config::SdkConfig> {
+        let region = self.env()?.region.clone();
+        self.aws
+            .get_or_try_init(|| async move {
+                Ok::<_, anyhow::Error>(crate::aws::clients::sdk_config(&region).await)
+            })
+            .await
+            .context("cannot configure the AWS SDK")
+    }
+}
+
+/// Sets up `tracing` (stderr; `RUST_LOG` wins over `-v`).
+pub fn init_tracing(cli: &Cli, printer: &Printer) {
+    use tracing_subscriber::EnvFilter;
+    let default = match cli.global.verbose {
+        0 => "warn",
+        1 => "info,aws_config=warn,aws_smithy_runtime=warn",
+        2 => "debug,aws_config=info,aws_smithy_runtime=info,hyper=info",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(printer.color())
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs one parsed command and returns the process exit code.
+pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
+    let ctx = Context::new(cli.global, printer);
+    match cli.command {
+        Command::Init => infra::init(&ctx).await,
+        Command::Plan(args) => infra::plan(&ctx, args).await,
+        Command::Apply(args) => infra::apply(&ctx, args).await,
+        Command::Destroy(args) => infra::destroy(&ctx, args).await,
+        Command::Output(args) => infra::output(&ctx, args).await,
+        Command::Import(args) => infra::import(&ctx, args).await,
+        Command::State(cmd) => infra::state(&ctx, cmd).await,
+        Command::Fleet(args) => fleet::run(&ctx, args).await,
+        Command::Dispatch(args) => dispatch::run(&ctx, args).await,
+        Command::Ticket(cmd) => ticket::run(&ctx, cmd).await,
+        Command::Worker(cmd) => worker::run(&ctx, cmd).await,
+    }
+}
+
+/// For commands whose issue has not landed yet.
+pub(crate) fn not_yet(what: &str) -> anyhow::Result<u8> {
+    Err(crate::exit::hint(
+        format!("`devstack {what}` is not available in this build"),
+        "see the open issues for its status",
+    ))
+}

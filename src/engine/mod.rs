@@ -1,0 +1,1 @@
+//! Generic plan/apply engine: knows nothing of AWS.

@@ -1,0 +1,21 @@
+//! devstack: one binary that plans and applies the autonomous developer
+//! platform's infrastructure, launches and tracks its workers, and runs the
+//! worker and manager sides.
+//!
+//! Layout (see `../shared/design.md`):
+//! - [`engine`]: generic plan/apply over a dependency graph; knows nothing of AWS.
+//! - [`state`]: where the engine's state lives (DynamoDB or a file), with a lock.
+//! - [`aws`]: the provider, one file per resource kind.
+//! - [`stack`]: the platform itself, typed Rust plus per-environment files.
+//! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
+
+pub mod aws;
+pub mod cli;
+pub mod commands;
+pub mod engine;
+pub mod exit;
+pub mod printer;
+pub mod state;
+
+#[path = "../stack/mod.rs"]
+pub mod stack;

@@ -1,0 +1,2 @@
+//! THE platform stack.
+pub mod env;
