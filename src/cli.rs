@@ -25,7 +25,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "DEVSTACK_ENV", default_value = "prod")]
     pub env: String,
     /// Where state lives: `dynamodb:TABLE` or `file:PATH`.
-    #[arg(long, global = true, env = "DEVSTACK_STATE", default_value = "dynamodb:devstack-state")]
+    #[arg(
+        long,
+        global = true,
+        env = "DEVSTACK_STATE",
+        default_value = "dynamodb:devstack-state"
+    )]
     pub state: String,
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

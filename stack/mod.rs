@@ -1,2 +1,168 @@
-//! THE platform stack.
+//! THE platform stack (platform.md §1), as typed Rust.
+//!
+//! Read it as the platform's diagram: one VPC with two public subnets (the
+//! workers' and the manager's) behind one internet gateway and one route
+//! table; two security groups whose rules reference each other. Every name
+//! comes from the environment file (`stack/<env>.toml`), so dev and stg are
+//! the same diagram with other values.
+
 pub mod env;
+
+use std::collections::BTreeMap;
+
+use crate::aws::internet_gateway::InternetGateway;
+use crate::aws::route_table::{Route, RouteTable};
+use crate::aws::route_table_association::RouteTableAssociation;
+use crate::aws::security_group::SecurityGroup;
+use crate::aws::security_group_rules::{Rule, SecurityGroupRules};
+use crate::aws::subnet::Subnet;
+use crate::aws::tags::Tags;
+use crate::aws::vpc::Vpc;
+use crate::engine::resource::Stack;
+use env::Env;
+
+/// Ports the manager scrapes on workers, and workers push to on the manager.
+pub const NODE_EXPORTER_PORT: i32 = 9100;
+pub const WORKER_EXPORTER_PORT: i32 = 9101;
+pub const PUSHGATEWAY_PORT: i32 = 9091;
+pub const LOKI_PORT: i32 = 3100;
+
+/// The whole stack for one environment.
+pub fn stack(env: &Env) -> Stack {
+    let mut s = Stack::new(&env.name, &env.env_name);
+    let n = |suffix: &str| format!("{}-{suffix}", env.name);
+    let tags = |name: String| tags(env, name);
+
+    // Network: an isolated VPC (no peering: a worker cannot route to prod).
+    let vpc = s.add(
+        "vpc",
+        Vpc {
+            cidr: env.vpc_cidr.clone(),
+            enable_dns_support: true,
+            enable_dns_hostnames: true,
+            tags: tags(n("vpc")),
+        },
+    );
+    let workers_subnet = s.add(
+        "subnet.workers",
+        Subnet {
+            vpc: vpc.id(),
+            cidr: env.worker_subnet_cidr.clone(),
+            availability_zone: env.availability_zone.clone(),
+            map_public_ip_on_launch: true,
+            tags: tags(n("public")),
+        },
+    );
+    let manager_subnet = s.add(
+        "subnet.manager",
+        Subnet {
+            vpc: vpc.id(),
+            cidr: env.manager_subnet_cidr.clone(),
+            availability_zone: env.availability_zone.clone(),
+            map_public_ip_on_launch: true,
+            tags: tags(n("manager-public")),
+        },
+    );
+    let igw = s.add(
+        "internet_gateway",
+        InternetGateway {
+            vpc: vpc.id(),
+            tags: tags(n("igw")),
+        },
+    );
+    let public_rt = s.add(
+        "route_table.public",
+        RouteTable {
+            vpc: vpc.id(),
+            routes: vec![Route {
+                destination: "0.0.0.0/0".into(),
+                gateway: igw.id(),
+            }],
+            tags: tags(n("public-rt")),
+        },
+    );
+    for (name, subnet) in [("workers", &workers_subnet), ("manager", &manager_subnet)] {
+        s.add(
+            &format!("route_table_association.{name}"),
+            RouteTableAssociation {
+                route_table: public_rt.id(),
+                subnet: subnet.id(),
+            },
+        );
+    }
+
+    // Security groups. Each rule set has exactly one owner (its `.rules`).
+    let worker_sg = s.add(
+        "security_group.worker",
+        SecurityGroup {
+            name: n("worker-sg"),
+            description: "Autonomous developer worker - outbound only, no SSH.".into(),
+            vpc: vpc.id(),
+            tags: tags(n("worker-sg")),
+        },
+    );
+    let manager_sg = s.add(
+        "security_group.manager",
+        SecurityGroup {
+            name: n("manager-sg"),
+            description: "Autonomous developer manager - observability stack.".into(),
+            vpc: vpc.id(),
+            tags: tags(n("manager-sg")),
+        },
+    );
+    s.add(
+        "security_group.worker.rules",
+        SecurityGroupRules {
+            group: worker_sg.id(),
+            // Only the manager's scrapes: node_exporter and the worker exporter.
+            ingress: vec![
+                Rule::tcp_from_group(NODE_EXPORTER_PORT, manager_sg.id()),
+                Rule::tcp_from_group(WORKER_EXPORTER_PORT, manager_sg.id()),
+            ],
+            egress: vec![Rule::all_to_anywhere()],
+        },
+    );
+    s.add(
+        "security_group.manager.rules",
+        SecurityGroupRules {
+            group: manager_sg.id(),
+            ingress: vec![
+                // Caddy: TLS, and HTTP for Let's Encrypt HTTP-01.
+                Rule::tcp_from_cidr(443, "0.0.0.0/0"),
+                Rule::tcp_from_cidr(80, "0.0.0.0/0"),
+                // Workers push metrics and logs.
+                Rule::tcp_from_group(PUSHGATEWAY_PORT, worker_sg.id()),
+                Rule::tcp_from_group(LOKI_PORT, worker_sg.id()),
+            ],
+            egress: vec![Rule::all_to_anywhere()],
+        },
+    );
+
+    s.output("vpc_id", vpc.id());
+    s.output("worker_subnet_id", workers_subnet.id());
+    s.output("manager_subnet_id", manager_subnet.id());
+    s.output("worker_security_group_id", worker_sg.id());
+    s.output("manager_security_group_id", manager_sg.id());
+    s
+}
+
+/// `Name`, the environment's common tags, and `ManagedBy=devstack`.
+fn tags(env: &Env, name: String) -> Tags {
+    let mut t: BTreeMap<String, String> = env.tags.clone();
+    t.insert("Name".into(), name);
+    t.insert("ManagedBy".into(), "devstack".into());
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_environment_builds_a_valid_stack() {
+        for (name, _) in env::ENVIRONMENTS {
+            let env = Env::load(name).unwrap();
+            stack(&env).validate().unwrap();
+        }
+    }
+}

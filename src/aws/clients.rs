@@ -16,8 +16,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 pub const MAX_ATTEMPTS: u32 = 8;
 
 pub async fn sdk_config(fallback_region: &str) -> SdkConfig {
-    let region = RegionProviderChain::default_provider()
-        .or_else(Region::new(fallback_region.to_string()));
+    let region =
+        RegionProviderChain::default_provider().or_else(Region::new(fallback_region.to_string()));
     aws_config::defaults(BehaviorVersion::latest())
         .region(region)
         .retry_config(

@@ -1,2 +1,56 @@
-//! The AWS provider: one file per resource kind.
+//! The AWS provider: one file per resource kind, each implementing the
+//! engine's [`Kind`](crate::engine::provider::Kind). Every kind tags (or
+//! deterministically names) what it creates so a crashed apply's resources
+//! are found again instead of created twice; SDK errors are mapped to one
+//! readable line at this boundary ([`errors`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::engine::provider::{DataKind, Kind, Provider};
+
 pub mod clients;
+pub mod errors;
+pub mod internet_gateway;
+pub mod route_table;
+pub mod route_table_association;
+pub mod security_group;
+pub mod security_group_rules;
+pub mod subnet;
+pub mod tags;
+pub mod vpc;
+
+/// The provider: every kind, sharing one SDK configuration.
+pub struct AwsProvider {
+    kinds: HashMap<&'static str, Arc<dyn Kind>>,
+    data: HashMap<&'static str, Arc<dyn DataKind>>,
+}
+
+impl AwsProvider {
+    pub fn new(config: &aws_config::SdkConfig) -> AwsProvider {
+        let ec2 = aws_sdk_ec2::Client::new(config);
+        let kinds: Vec<Arc<dyn Kind>> = vec![
+            Arc::new(vpc::VpcKind { ec2: ec2.clone() }),
+            Arc::new(subnet::SubnetKind { ec2: ec2.clone() }),
+            Arc::new(internet_gateway::InternetGatewayKind { ec2: ec2.clone() }),
+            Arc::new(route_table::RouteTableKind { ec2: ec2.clone() }),
+            Arc::new(route_table_association::RouteTableAssociationKind { ec2: ec2.clone() }),
+            Arc::new(security_group::SecurityGroupKind { ec2: ec2.clone() }),
+            Arc::new(security_group_rules::SecurityGroupRulesKind { ec2 }),
+        ];
+        let data: Vec<Arc<dyn DataKind>> = vec![];
+        AwsProvider {
+            kinds: kinds.into_iter().map(|k| (k.name(), k)).collect(),
+            data: data.into_iter().map(|k| (k.name(), k)).collect(),
+        }
+    }
+}
+
+impl Provider for AwsProvider {
+    fn kind(&self, name: &str) -> Option<Arc<dyn Kind>> {
+        self.kinds.get(name).cloned()
+    }
+    fn data_kind(&self, name: &str) -> Option<Arc<dyn DataKind>> {
+        self.data.get(name).cloned()
+    }
+}

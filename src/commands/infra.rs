@@ -1,26 +1,434 @@
-//! `devstack init|plan|apply|destroy|output|import|state`.
+//! `devstack init|plan|apply|destroy|output|state`: the infrastructure
+//! commands. Each resolves its settings, opens state, and drives the engine.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Write};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::progress::StepReporter;
 use super::Context;
-use crate::cli::{ApplyArgs, DestroyArgs, ImportArgs, OutputArgs, PlanArgs, StateCommand};
+use crate::aws::AwsProvider;
+use crate::cli::{
+    ApplyArgs, DestroyArgs, ImportArgs, OutputArgs, PlanArgs, PlanFormat, SafetyArgs, StateCommand,
+};
+use crate::engine::apply::apply as run_apply;
+use crate::engine::plan::{plan as make_plan, Plan, PlanError, PlanOptions};
+use crate::engine::render;
+use crate::engine::snapshot::Snapshot;
+use crate::exit::{self, CodedError};
+use crate::state::lock::{Held, StoreJournal};
+use crate::state::{self, StateError, StateKey, StateStore};
 
-pub async fn init(_ctx: &Context) -> anyhow::Result<u8> {
-    super::not_yet("init")
+/// The opened pieces every infrastructure command needs.
+struct Infra {
+    key: StateKey,
+    store: Arc<dyn StateStore>,
+    provider: AwsProvider,
+    stack: crate::engine::resource::Stack,
 }
-pub async fn plan(_ctx: &Context, _args: PlanArgs) -> anyhow::Result<u8> {
-    super::not_yet("plan")
+
+async fn open(ctx: &Context) -> anyhow::Result<Infra> {
+    let env = ctx.env()?;
+    let aws = ctx.aws().await?;
+    let store: Arc<dyn StateStore> = state::open(&ctx.global.state, Some(aws)).await?.into();
+    Ok(Infra {
+        key: StateKey {
+            stack: env.name.clone(),
+            env: env.env_name.clone(),
+        },
+        store,
+        provider: AwsProvider::new(aws),
+        stack: crate::stack::stack(env),
+    })
 }
-pub async fn apply(_ctx: &Context, _args: ApplyArgs) -> anyhow::Result<u8> {
-    super::not_yet("apply")
+
+/// Turns state errors into one clear line with a hint.
+fn state_err(e: StateError) -> anyhow::Error {
+    match e {
+        StateError::Locked(held) => CodedError::new(exit::ERROR, format!("state is locked by {}", held.describe()))
+            .with_hint(format!(
+                "wait for it to finish; if that process is gone, its lease expires by itself (at {}), or break it: devstack state unlock {} --force",
+                state::format_epoch(held.lease_expires_at),
+                held.id
+            ))
+            .into(),
+        StateError::Missing(what) => CodedError::new(exit::ERROR, format!("the state store {what} does not exist"))
+            .with_hint("run `devstack init` once to create it")
+            .into(),
+        other => anyhow::Error::new(other),
+    }
 }
-pub async fn destroy(_ctx: &Context, _args: DestroyArgs) -> anyhow::Result<u8> {
-    super::not_yet("destroy")
+
+fn plan_err(e: PlanError) -> anyhow::Error {
+    match e {
+        PlanError::Stale { .. } => CodedError::new(exit::ERROR, e.to_string())
+            .with_hint("run `devstack plan --out FILE` again and apply the new file")
+            .into(),
+        other => anyhow::Error::new(other),
+    }
 }
-pub async fn output(_ctx: &Context, _args: OutputArgs) -> anyhow::Result<u8> {
-    super::not_yet("output")
+
+fn options(safety: &SafetyArgs) -> PlanOptions {
+    PlanOptions {
+        replace: safety.replace.iter().cloned().collect::<BTreeSet<_>>(),
+        allow_destroy: safety.allow_destroy.iter().cloned().collect(),
+        destroy: false,
+    }
 }
+
+pub async fn init(ctx: &Context) -> anyhow::Result<u8> {
+    let aws = ctx.aws().await?;
+    let store = state::open(&ctx.global.state, Some(aws)).await?;
+    let created = store.init().await.map_err(state_err)?;
+    ctx.printer.info(&if created {
+        format!("Created the state store {}.", store.location())
+    } else {
+        format!("The state store {} is ready.", store.location())
+    });
+    Ok(exit::OK)
+}
+
+pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
+    let infra = open(ctx).await?;
+    let lock = if args.lock {
+        Some(
+            Held::acquire(infra.store.clone(), &infra.key, "plan")
+                .await
+                .map_err(state_err)?,
+        )
+    } else {
+        None
+    };
+    let result = async {
+        let snapshot = infra.store.load(&infra.key).await.map_err(state_err)?;
+        make_plan(
+            &infra.stack,
+            snapshot.as_ref(),
+            &infra.provider,
+            &options(&args.safety),
+        )
+        .await
+        .map_err(plan_err)
+    }
+    .await;
+    if let Some(lock) = lock {
+        lock.release().await.map_err(state_err)?;
+    }
+    let plan = result?;
+    let rendered = match args.format {
+        PlanFormat::Text => render::text::render(&plan),
+        PlanFormat::Markdown => render::markdown::render(&plan, args.log_url.as_deref()),
+        PlanFormat::Json => render::json::render(&plan),
+    };
+    ctx.printer.out(&rendered);
+    if let Some(path) = &args.out {
+        let text = serde_json::to_string_pretty(&plan)?;
+        std::fs::write(path, text)
+            .with_context(|| format!("cannot write the plan to {}", path.display()))?;
+        ctx.printer.info(&format!(
+            "Saved the plan to {}; apply it with: devstack apply {}",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        exit::CHANGES
+    } else {
+        exit::OK
+    })
+}
+
+pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<u8> {
+    let infra = open(ctx).await?;
+    let saved = match &args.plan_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the plan file {}", path.display()))?;
+            let plan: Plan = serde_json::from_str(&text).map_err(|e| {
+                exit::hint(
+                    format!("{} is not a devstack plan: {e}", path.display()),
+                    "make one with `devstack plan --out FILE`",
+                )
+            })?;
+            if plan.stack != infra.key.stack || plan.env != infra.key.env {
+                return Err(exit::hint(
+                    format!(
+                        "{} is a plan for {}/{}, not {}",
+                        path.display(),
+                        plan.stack,
+                        plan.env,
+                        infra.key
+                    ),
+                    "pass the matching --env",
+                ));
+            }
+            Some(plan)
+        }
+        None => None,
+    };
+    let lock = Held::acquire(infra.store.clone(), &infra.key, "apply")
+        .await
+        .map_err(state_err)?;
+    let result = apply_locked(
+        ctx,
+        &infra,
+        saved,
+        options(&args.safety),
+        args.auto_approve,
+        args.concurrency,
+    )
+    .await;
+    let released = lock.release().await;
+    let code = result?;
+    released.map_err(state_err)?;
+    Ok(code)
+}
+
+pub async fn destroy(ctx: &Context, args: DestroyArgs) -> anyhow::Result<u8> {
+    let infra = open(ctx).await?;
+    let lock = Held::acquire(infra.store.clone(), &infra.key, "destroy")
+        .await
+        .map_err(state_err)?;
+    let opts = PlanOptions {
+        destroy: true,
+        allow_destroy: args.allow_destroy.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let result = apply_locked(ctx, &infra, None, opts, args.auto_approve, args.concurrency).await;
+    let released = lock.release().await;
+    let code = result?;
+    released.map_err(state_err)?;
+    Ok(code)
+}
+
+/// Plans (or checks the saved plan), confirms, applies; the lock is held.
+async fn apply_locked(
+    ctx: &Context,
+    infra: &Infra,
+    saved: Option<Plan>,
+    opts: PlanOptions,
+    auto_approve: bool,
+    concurrency: usize,
+) -> anyhow::Result<u8> {
+    let snapshot = infra.store.load(&infra.key).await.map_err(state_err)?;
+    let plan = match saved {
+        Some(plan) => {
+            plan.check_fresh(snapshot.as_ref()).map_err(plan_err)?;
+            plan
+        }
+        None => make_plan(&infra.stack, snapshot.as_ref(), &infra.provider, &opts)
+            .await
+            .map_err(plan_err)?,
+    };
+    ctx.printer.info(&render::text::render(&plan));
+    if !plan.has_changes() {
+        return Ok(exit::OK);
+    }
+    if !auto_approve {
+        confirm(ctx, &plan)?;
+    }
+    let mut snap = snapshot.unwrap_or_else(|| Snapshot::empty(&infra.key.stack, &infra.key.env));
+    let mut journal = StoreJournal {
+        store: infra.store.clone(),
+        key: infra.key.clone(),
+        writes: 0,
+    };
+    let reporter = StepReporter::new(ctx.printer.interactive());
+    let report = run_apply(
+        &plan,
+        &mut snap,
+        &infra.provider,
+        &mut journal,
+        &reporter,
+        concurrency,
+    )
+    .await;
+    if let Some(e) = report.journal_error {
+        return Err(CodedError::new(exit::ERROR, e)
+            .with_hint(
+                "nothing is lost: the next plan finds what was created by its tags; re-run apply",
+            )
+            .into());
+    }
+    if let Some((address, op, error)) = report.failure {
+        let skipped = report.skipped.len();
+        return Err(CodedError::new(
+            exit::ERROR,
+            format!("{address}: {} failed: {error}", op.verb()),
+        )
+        .with_hint(format!(
+            "{} step(s) done and recorded, {skipped} not started; fix the cause and run apply again",
+            report.done.len()
+        ))
+        .into());
+    }
+    ctx.printer.info(&format!(
+        "Apply complete: {} step(s), state serial {}.",
+        report.done.len(),
+        snap.serial
+    ));
+    Ok(exit::OK)
+}
+
+fn confirm(ctx: &Context, plan: &Plan) -> anyhow::Result<()> {
+    if !ctx.printer.interactive() {
+        return Err(exit::hint(
+            "refusing to change infrastructure without confirmation (not a terminal)",
+            "review the plan and pass --auto-approve",
+        ));
+    }
+    let bad = render::destructive(plan);
+    if !bad.is_empty() {
+        ctx.printer.warn(&format!(
+            "this destroys or replaces: {}",
+            bad.iter()
+                .map(|r| r.address.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    eprint!(
+        "Apply these changes to {}/{}? Only 'yes' is accepted: ",
+        plan.stack, plan.env
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if answer.trim() != "yes" {
+        return Err(CodedError::new(exit::ERROR, "apply cancelled; nothing was changed").into());
+    }
+    Ok(())
+}
+
+/// Stack outputs as recorded by the last apply (for dispatch and
+/// `devstack output`): plain strings.
+pub async fn stack_outputs(ctx: &Context) -> anyhow::Result<BTreeMap<String, String>> {
+    let env = ctx.env()?;
+    let aws = ctx.aws().await?;
+    let store = state::open(&ctx.global.state, Some(aws)).await?;
+    let key = StateKey {
+        stack: env.name.clone(),
+        env: env.env_name.clone(),
+    };
+    let snap = store.load(&key).await.map_err(state_err)?.ok_or_else(|| {
+        exit::hint(
+            format!("no state for {key} in {}", store.location()),
+            "run `devstack apply` first",
+        )
+    })?;
+    Ok(snap
+        .outputs
+        .into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, s)
+        })
+        .collect())
+}
+
+pub async fn output(ctx: &Context, args: OutputArgs) -> anyhow::Result<u8> {
+    let outputs = stack_outputs(ctx).await?;
+    match (&args.name, args.json) {
+        (Some(name), json) => {
+            let value = outputs.get(name).ok_or_else(|| {
+                exit::hint(
+                    format!("no output named '{name}'"),
+                    format!(
+                        "known outputs: {}",
+                        outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+            })?;
+            ctx.printer.out(&if json {
+                serde_json::to_string(value)?
+            } else {
+                value.clone()
+            });
+        }
+        (None, true) => ctx.printer.out(&serde_json::to_string_pretty(&outputs)?),
+        (None, false) => {
+            let width = outputs.keys().map(|k| k.len()).max().unwrap_or(0);
+            let text: String = outputs
+                .iter()
+                .map(|(k, v)| format!("{k:<width$} = {v}\n"))
+                .collect();
+            ctx.printer.out(&text);
+        }
+    }
+    Ok(exit::OK)
+}
+
 pub async fn import(_ctx: &Context, _args: ImportArgs) -> anyhow::Result<u8> {
-    super::not_yet("import")
+    super::not_yet("import --from-terraform")
 }
-pub async fn state(_ctx: &Context, _cmd: StateCommand) -> anyhow::Result<u8> {
-    super::not_yet("state")
+
+pub async fn state(ctx: &Context, cmd: StateCommand) -> anyhow::Result<u8> {
+    let env = ctx.env()?;
+    let aws = ctx.aws().await?;
+    let store = state::open(&ctx.global.state, Some(aws)).await?;
+    let key = StateKey {
+        stack: env.name.clone(),
+        env: env.env_name.clone(),
+    };
+    match cmd {
+        StateCommand::List => {
+            let snap = store.load(&key).await.map_err(state_err)?;
+            let Some(snap) = snap else {
+                ctx.printer.info(&format!("No state for {key} yet."));
+                return Ok(exit::OK);
+            };
+            let width = snap.resources.keys().map(|k| k.len()).max().unwrap_or(0);
+            let text: String = snap
+                .resources
+                .iter()
+                .map(|(a, r)| format!("{a:<width$}  {:<28} {}\n", r.kind, r.id))
+                .collect();
+            ctx.printer.out(&text);
+        }
+        StateCommand::Show { address } => {
+            let snap = store.load(&key).await.map_err(state_err)?;
+            let r = snap
+                .as_ref()
+                .and_then(|s| s.resources.get(&address))
+                .ok_or_else(|| {
+                    exit::hint(
+                        format!("'{address}' is not in state for {key}"),
+                        "list what is with `devstack state list`",
+                    )
+                })?;
+            let mut doc = serde_json::to_value(r)?;
+            if let Some(o) = doc.as_object_mut() {
+                o.insert("address".into(), address.clone().into());
+            }
+            ctx.printer.out(&serde_json::to_string_pretty(&doc)?);
+        }
+        StateCommand::Unlock { lock_id, force } => {
+            if !force {
+                let held = store.current_lock(&key).await.map_err(state_err)?;
+                let what = held
+                    .map(|h| h.describe())
+                    .unwrap_or_else(|| "nobody".into());
+                return Err(exit::hint(
+                    format!("refusing to break the state lock without --force (held by {what})"),
+                    "breaking a lock held by a live apply can corrupt state; pass --force if its holder is gone",
+                ));
+            }
+            match store
+                .unlock(&key, lock_id.as_deref())
+                .await
+                .map_err(state_err)?
+            {
+                Some(held) => ctx
+                    .printer
+                    .info(&format!("Broke the lock held by {}.", held.describe())),
+                None => ctx.printer.info("The state was not locked."),
+            }
+        }
+    }
+    Ok(exit::OK)
 }

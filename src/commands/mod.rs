@@ -11,6 +11,7 @@ use crate::stack::env::Env;
 pub mod dispatch;
 pub mod fleet;
 pub mod infra;
+pub mod progress;
 pub mod ticket;
 pub mod worker;
 

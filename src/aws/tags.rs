@@ -1,0 +1,123 @@
+//! Tags: the stack's own (`Name`, `Project`, `ManagedBy`) and devstack's
+//! ownership tags, which make every resource devstack creates findable
+//! without state (`devstack:stack`, `devstack:env`, `devstack:address`).
+//! Ownership tags are added on create and stripped on read, so they never
+//! show up as a diff.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
+
+use crate::engine::provider::Meta;
+
+pub type Tags = BTreeMap<String, String>;
+
+pub const STACK_TAG: &str = "devstack:stack";
+pub const ENV_TAG: &str = "devstack:env";
+pub const ADDRESS_TAG: &str = "devstack:address";
+const OWN_PREFIX: &str = "devstack:";
+
+/// The desired tags plus the ownership tags.
+pub fn with_ownership(meta: &Meta, address: &str, tags: &Tags) -> Tags {
+    let mut all = tags.clone();
+    all.insert(STACK_TAG.into(), meta.stack.clone());
+    all.insert(ENV_TAG.into(), meta.env.clone());
+    all.insert(ADDRESS_TAG.into(), address.into());
+    all
+}
+
+pub fn ec2_tags(tags: &Tags) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+/// A TagSpecification so the tags land atomically with the create.
+pub fn spec(rt: ResourceType, meta: &Meta, address: &str, tags: &Tags) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(rt)
+        .set_tags(Some(ec2_tags(&with_ownership(meta, address, tags))))
+        .build()
+}
+
+/// Live tags without the ownership tags.
+pub fn from_ec2(tags: &[Tag]) -> Tags {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value().unwrap_or("").to_string())))
+        .filter(|(k, _)| !k.starts_with(OWN_PREFIX))
+        .collect()
+}
+
+/// The `devstack:address` tag, if this stack owns the resource.
+pub fn owned_address(meta: &Meta, tags: &[Tag]) -> Option<String> {
+    let get = |k: &str| {
+        tags.iter()
+            .find(|t| t.key() == Some(k))
+            .and_then(|t| t.value())
+    };
+    if get(STACK_TAG) == Some(meta.stack.as_str()) && get(ENV_TAG) == Some(meta.env.as_str()) {
+        get(ADDRESS_TAG).map(str::to_string)
+    } else {
+        None
+    }
+}
+
+/// Filters that select what this stack owns.
+pub fn owner_filters(meta: &Meta) -> Vec<Filter> {
+    vec![
+        Filter::builder()
+            .name(format!("tag:{STACK_TAG}"))
+            .values(&meta.stack)
+            .build(),
+        Filter::builder()
+            .name(format!("tag:{ENV_TAG}"))
+            .values(&meta.env)
+            .build(),
+    ]
+}
+
+pub fn filter(name: &str, values: impl IntoIterator<Item = String>) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.into_iter().collect()))
+        .build()
+}
+
+/// Brings an EC2 resource's tags from `live` to `desired` (ownership tags
+/// are re-asserted, which also claims resources adopted from Terraform).
+pub async fn sync_ec2(
+    ec2: &aws_sdk_ec2::Client,
+    id: &str,
+    meta: &Meta,
+    address: &str,
+    live: &Tags,
+    desired: &Tags,
+) -> Result<(), crate::engine::provider::ProviderError> {
+    let want = with_ownership(meta, address, desired);
+    let remove: Vec<Tag> = live
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .map(|k| Tag::builder().key(k).build())
+        .collect();
+    if !remove.is_empty() {
+        ec2.delete_tags()
+            .resources(id)
+            .set_tags(Some(remove))
+            .send()
+            .await
+            .map_err(|e| super::errors::provider_error("DeleteTags", e))?;
+    }
+    let set: Tags = want
+        .into_iter()
+        .filter(|(k, v)| live.get(k) != Some(v) || k.starts_with(OWN_PREFIX))
+        .collect();
+    if !set.is_empty() {
+        ec2.create_tags()
+            .resources(id)
+            .set_tags(Some(ec2_tags(&set)))
+            .send()
+            .await
+            .map_err(|e| super::errors::provider_error("CreateTags", e))?;
+    }
+    Ok(())
+}
