@@ -24,6 +24,10 @@ pub struct GlobalArgs {
     /// Environment (a file in stack/): prod, stg or dev.
     #[arg(long, global = true, env = "DEVSTACK_ENV", default_value = "prod")]
     pub env: String,
+    /// Load the environment from this TOML file instead of a compiled-in
+    /// one (its file name, without `.toml`, is the environment's name).
+    #[arg(long, global = true, env = "DEVSTACK_ENV_FILE", value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
     /// Where state lives: `dynamodb:TABLE` or `file:PATH`.
     #[arg(
         long,

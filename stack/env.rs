@@ -55,7 +55,7 @@ pub struct Env {
 pub enum EnvError {
     #[error("unknown environment '{name}': choose one of {known}")]
     Unknown { name: String, known: String },
-    #[error("stack/{name}.toml is invalid: {message}")]
+    #[error("environment file {name} is invalid: {message}")]
     Invalid { name: String, message: String },
 }
 
@@ -78,6 +78,26 @@ impl Env {
             message: e.to_string(),
         })?;
         env.env_name = name.to_string();
+        Ok(env)
+    }
+
+    /// Loads an environment from a TOML file outside the binary; the file's
+    /// stem names the environment.
+    pub fn load_file(path: &std::path::Path) -> Result<Env, EnvError> {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("custom")
+            .to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| EnvError::Invalid {
+            name: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut env: Env = toml::from_str(&text).map_err(|e| EnvError::Invalid {
+            name: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        env.env_name = name;
         Ok(env)
     }
 

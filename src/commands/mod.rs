@@ -28,7 +28,11 @@ pub struct Context {
 
 impl Context {
     pub fn new(global: GlobalArgs, printer: Printer) -> Context {
-        let (env, env_error) = match Env::load(&global.env) {
+        let loaded = match &global.env_file {
+            Some(path) => Env::load_file(path),
+            None => Env::load(&global.env),
+        };
+        let (env, env_error) = match loaded {
             Ok(env) => (Some(env), None),
             Err(e) => (None, Some(e.to_string())),
         };
