@@ -7,6 +7,7 @@
 //! the same diagram with other values.
 
 pub mod env;
+pub mod guardrails;
 
 use std::collections::BTreeMap;
 

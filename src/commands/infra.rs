@@ -31,6 +31,20 @@ struct Infra {
 
 async fn open(ctx: &Context) -> anyhow::Result<Infra> {
     let env = ctx.env()?;
+    let stack = crate::stack::stack(env);
+    let violations = crate::stack::guardrails::check(&stack);
+    if let Some(first) = violations.first() {
+        let more = violations.len() - 1;
+        for v in &violations[1..] {
+            ctx.printer.error(&anyhow::anyhow!("{v}"));
+        }
+        let hint = if more > 0 {
+            format!("{more} more violation(s) above; fix the stack in stack/ and plan again")
+        } else {
+            "fix the stack in stack/ and plan again".to_string()
+        };
+        return Err(exit::hint(first.to_string(), hint));
+    }
     let aws = ctx.aws().await?;
     let store: Arc<dyn StateStore> = state::open(&ctx.global.state, Some(aws)).await?.into();
     Ok(Infra {
@@ -40,7 +54,7 @@ async fn open(ctx: &Context) -> anyhow::Result<Infra> {
         },
         store,
         provider: AwsProvider::new(aws),
-        stack: crate::stack::stack(env),
+        stack,
     })
 }
 

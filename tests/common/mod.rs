@@ -103,7 +103,8 @@ impl Moto {
 
     /// An SDK config for the test's own checks against the endpoint.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        let creds = aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "test");
+        let creds =
+            aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "test");
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new(REGION))
             .endpoint_url(&self.endpoint)
