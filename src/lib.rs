@@ -7,6 +7,8 @@
 //! - [`state`]: where the engine's state lives (DynamoDB or a file), with a lock.
 //! - [`aws`]: the provider, one file per resource kind.
 //! - [`stack`]: the platform itself, typed Rust plus per-environment files.
+//! - [`ticket`]: the ticket format, its rules, and the prompts rendered from it.
+//! - [`worker`]: what a worker instance is given at boot (user data, settings).
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
@@ -16,6 +18,8 @@ pub mod engine;
 pub mod exit;
 pub mod printer;
 pub mod state;
+pub mod ticket;
+pub mod worker;
 
 #[path = "../stack/mod.rs"]
 pub mod stack;
