@@ -15,7 +15,7 @@ fi
 
 say "building devstack"
 cargo build --quiet
-devstack="$PWD/target/debug/devstack"
+devstack="${CARGO_TARGET_DIR:-$PWD/target}/debug/devstack"
 
 work=$(mktemp -d)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
