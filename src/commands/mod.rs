@@ -70,9 +70,17 @@ impl Context {
     }
 }
 
-/// Sets up `tracing` (stderr; `RUST_LOG` wins over `-v`).
+/// Target of the spans that carry a progress bar for an apply step.
+pub const STEP_TARGET: &str = "devstack::step";
+
+/// Sets up `tracing` on stderr (`RUST_LOG` wins over `-v`). On a terminal,
+/// apply steps are spans drawn as spinners by tracing-indicatif, and log
+/// lines go through its writer so they never tear a bar.
 pub fn init_tracing(cli: &Cli, printer: &Printer) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::{filter_fn, EnvFilter};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let default = match cli.global.verbose {
         0 => "warn",
         1 => "info,aws_config=warn,aws_smithy_runtime=warn",
@@ -80,11 +88,15 @@ pub fn init_tracing(cli: &Cli, printer: &Printer) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let bars = tracing_indicatif::IndicatifLayer::new().with_max_progress_bars(12, None);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(bars.get_stderr_writer())
         .with_ansi(printer.color())
         .with_target(false)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(bars.with_filter(filter_fn(|meta| meta.target() == STEP_TARGET)))
         .try_init();
 }
 

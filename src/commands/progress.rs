@@ -1,32 +1,42 @@
-//! Drawing apply progress. On a terminal, one spinner per resource in
-//! flight (indicatif); elsewhere (CI logs), one plain line per step event.
-//! The engine only emits events; this is the only place that draws them.
+//! Drawing apply progress. On a terminal, each step in flight is a tracing
+//! span that tracing-indicatif draws as a spinner; elsewhere (CI logs), one
+//! plain line per step event. The engine only emits events; this is the
+//! only place that draws them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use tracing_indicatif::span_ext::IndicatifSpanExt;
 
-use crate::engine::apply::{Event, Reporter};
+use super::STEP_TARGET;
+use crate::engine::apply::{Event, Op, Reporter};
 
 pub struct StepReporter {
-    bars: Option<(MultiProgress, Mutex<HashMap<String, ProgressBar>>)>,
+    /// Spans of steps in flight (terminal only).
+    spans: Option<Mutex<HashMap<String, tracing::Span>>>,
 }
 
 impl StepReporter {
     pub fn new(interactive: bool) -> StepReporter {
         StepReporter {
-            bars: interactive.then(|| (MultiProgress::new(), Mutex::new(HashMap::new()))),
+            spans: interactive.then(|| Mutex::new(HashMap::new())),
         }
     }
 
     fn line(&self, text: String) {
-        match &self.bars {
-            Some((multi, _)) => {
-                let _ = multi.println(text);
+        if self.spans.is_some() {
+            tracing_indicatif::indicatif_eprintln!("{text}");
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
+    fn finish(&self, address: &str, op: Op) {
+        if let Some(spans) = &self.spans {
+            if let Ok(mut s) = spans.lock() {
+                s.remove(&format!("{address}/{op:?}"));
             }
-            None => eprintln!("{text}"),
         }
     }
 }
@@ -38,17 +48,13 @@ fn secs(d: Duration) -> String {
 impl Reporter for StepReporter {
     fn event(&self, event: Event) {
         match event {
-            Event::Started { address, op } => match &self.bars {
-                Some((multi, bars)) => {
-                    let bar = multi.add(ProgressBar::new_spinner());
-                    bar.set_style(
-                        ProgressStyle::with_template("  {spinner} {msg} [{elapsed}]")
-                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                    );
-                    bar.set_message(format!("{address}: {}…", op.verb()));
-                    bar.enable_steady_tick(Duration::from_millis(120));
-                    if let Ok(mut b) = bars.lock() {
-                        b.insert(format!("{address}/{op:?}"), bar);
+            Event::Started { address, op } => match &self.spans {
+                Some(spans) => {
+                    let span = tracing::info_span!(target: STEP_TARGET, "step", address = %address);
+                    span.pb_set_message(&format!("{address}: {}…", op.verb()));
+                    span.pb_start();
+                    if let Ok(mut s) = spans.lock() {
+                        s.insert(format!("{address}/{op:?}"), span);
                     }
                 }
                 None => eprintln!("{address}: {}…", op.verb()),
@@ -59,9 +65,11 @@ impl Reporter for StepReporter {
                 id,
                 elapsed,
             } => {
-                self.finish_bar(&address, op);
-                let id = id.filter(|_| op != crate::engine::apply::Op::Delete);
-                let id = id.map(|i| format!(" [{i}]")).unwrap_or_default();
+                self.finish(&address, op);
+                let id = id
+                    .filter(|_| op != Op::Delete)
+                    .map(|i| format!(" [{i}]"))
+                    .unwrap_or_default();
                 self.line(format!(
                     "{address}: {}{id} after {}",
                     op.done(),
@@ -69,7 +77,7 @@ impl Reporter for StepReporter {
                 ));
             }
             Event::Failed { address, op, error } => {
-                self.finish_bar(&address, op);
+                self.finish(&address, op);
                 self.line(format!("{address}: {} FAILED: {error}", op.verb()));
             }
             Event::Skipped { address, op } => {
@@ -77,20 +85,6 @@ impl Reporter for StepReporter {
                     "{address}: not {} (an earlier step failed)",
                     op.done()
                 ));
-            }
-        }
-    }
-}
-
-impl StepReporter {
-    fn finish_bar(&self, address: &str, op: crate::engine::apply::Op) {
-        if let Some((_, bars)) = &self.bars {
-            if let Some(bar) = bars
-                .lock()
-                .ok()
-                .and_then(|mut b| b.remove(&format!("{address}/{op:?}")))
-            {
-                bar.finish_and_clear();
             }
         }
     }
