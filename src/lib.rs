@@ -7,6 +7,7 @@
 //! - [`state`]: where the engine's state lives (DynamoDB or a file), with a lock.
 //! - [`aws`]: the provider, one file per resource kind.
 //! - [`stack`]: the platform itself, typed Rust plus per-environment files.
+//! - [`import`]: adopting what another tool (Terraform) created into state.
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod exit;
+pub mod import;
 pub mod printer;
 pub mod state;
 
