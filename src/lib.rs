@@ -9,6 +9,7 @@
 //! - [`stack`]: the platform itself, typed Rust plus per-environment files.
 //! - [`ticket`]: the ticket format, its rules, and the prompts rendered from it.
 //! - [`worker`]: what a worker instance is given at boot (user data, settings).
+//! - [`import`]: adopting what another tool (Terraform) created into state.
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod exit;
+pub mod import;
 pub mod printer;
 pub mod state;
 pub mod ticket;

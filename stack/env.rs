@@ -36,7 +36,17 @@ pub struct Env {
     pub worker_instance_type: String,
     pub manager_instance_type: String,
     pub manager_volume_size_gib: i32,
+    /// Days the workers' log group keeps events.
+    #[serde(default = "default_log_retention_days")]
     pub log_retention_days: i32,
+    /// Descriptions of the two security groups. AWS cannot change a group's
+    /// description in place (a new one replaces the group), so an imported
+    /// environment sets these to whatever is live (`devstack import` says
+    /// when they differ).
+    #[serde(default = "default_worker_sg_description")]
+    pub worker_sg_description: String,
+    #[serde(default = "default_manager_sg_description")]
+    pub manager_sg_description: String,
     pub github_org: String,
     pub docs_repo: String,
     pub public_hostname: String,
@@ -48,6 +58,18 @@ pub struct Env {
     /// Tags on every resource, besides `Name` and `ManagedBy`.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+fn default_log_retention_days() -> i32 {
+    30
+}
+
+fn default_worker_sg_description() -> String {
+    "Autonomous developer worker - outbound only, no SSH.".into()
+}
+
+fn default_manager_sg_description() -> String {
+    "Autonomous developer manager - observability stack.".into()
 }
 
 /// Why an environment could not be loaded.

@@ -2,7 +2,8 @@
 //!
 //! Read it as the platform's diagram: one VPC with two public subnets (the
 //! workers' and the manager's) behind one internet gateway and one route
-//! table; two security groups whose rules reference each other. Every name
+//! table; two security groups whose rules reference each other; the runs
+//! table (the fleet's registry) and the workers' log group. Every name
 //! comes from the environment file (`stack/<env>.toml`), so dev and stg are
 //! the same diagram with other values.
 
@@ -11,7 +12,9 @@ pub mod guardrails;
 
 use std::collections::BTreeMap;
 
+use crate::aws::dynamodb_table::{BillingMode, DynamoDbTable, KeyAttribute};
 use crate::aws::internet_gateway::InternetGateway;
+use crate::aws::log_group::LogGroup;
 use crate::aws::route_table::{Route, RouteTable};
 use crate::aws::route_table_association::RouteTableAssociation;
 use crate::aws::security_group::SecurityGroup;
@@ -27,6 +30,23 @@ pub const NODE_EXPORTER_PORT: i32 = 9100;
 pub const WORKER_EXPORTER_PORT: i32 = 9101;
 pub const PUSHGATEWAY_PORT: i32 = 9091;
 pub const LOKI_PORT: i32 = 3100;
+
+/// Attributes the stack takes from an environment setting, as
+/// (address, attribute, setting): messages that find such an attribute
+/// different from what is live can name the setting to change.
+pub const ENV_SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "security_group.worker",
+        "description",
+        "worker_sg_description",
+    ),
+    (
+        "security_group.manager",
+        "description",
+        "manager_sg_description",
+    ),
+    ("log_group.workers", "retention_days", "log_retention_days"),
+];
 
 /// The whole stack for one environment.
 pub fn stack(env: &Env) -> Stack {
@@ -97,7 +117,7 @@ pub fn stack(env: &Env) -> Stack {
         "security_group.worker",
         SecurityGroup {
             name: n("worker-sg"),
-            description: "Autonomous developer worker - outbound only, no SSH.".into(),
+            description: env.worker_sg_description.clone(),
             vpc: vpc.id(),
             tags: tags(n("worker-sg")),
         },
@@ -106,7 +126,7 @@ pub fn stack(env: &Env) -> Stack {
         "security_group.manager",
         SecurityGroup {
             name: n("manager-sg"),
-            description: "Autonomous developer manager - observability stack.".into(),
+            description: env.manager_sg_description.clone(),
             vpc: vpc.id(),
             tags: tags(n("manager-sg")),
         },
@@ -139,11 +159,39 @@ pub fn stack(env: &Env) -> Stack {
         },
     );
 
+    // ---------------------------------------------------------------------
+    // Data: the run registry and the workers' logs. The runs table holds
+    // the fleet's locks and its whole run history (platform.md §3): it is
+    // protected, so a key-schema change can never replace it by accident.
+    // ---------------------------------------------------------------------
+    let runs = s.add_protected(
+        "dynamodb_table.runs",
+        DynamoDbTable {
+            name: env.runs_table(),
+            billing_mode: BillingMode::PayPerRequest,
+            hash_key: KeyAttribute::string("sow"),
+            range_key: Some(KeyAttribute::string("sk")),
+            ttl_attribute: Some("expires_at".into()),
+            tags: tags(env.runs_table()),
+        },
+    );
+    let logs = s.add(
+        "log_group.workers",
+        LogGroup {
+            name: env.log_group(),
+            retention_days: Some(env.log_retention_days),
+            tags: tags(env.log_group()),
+        },
+    );
+
     s.output("vpc_id", vpc.id());
     s.output("worker_subnet_id", workers_subnet.id());
     s.output("manager_subnet_id", manager_subnet.id());
     s.output("worker_security_group_id", worker_sg.id());
     s.output("manager_security_group_id", manager_sg.id());
+    s.output("runs_table_name", runs.name());
+    s.output("runs_table_arn", runs.arn());
+    s.output("log_group_name", logs.name());
     s
 }
 
@@ -158,6 +206,43 @@ fn tags(env: &Env, name: String) -> Tags {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_runs_table_is_protected_and_keyed_as_the_fleet_expects() {
+        let env = Env::load("prod").unwrap();
+        let s = stack(&env);
+        let runs = s.get("dynamodb_table.runs").unwrap();
+        assert!(
+            runs.protected,
+            "a key-schema change must never replace it by accident"
+        );
+        assert_eq!(runs.body["name"], "prog-strength-developer-runs");
+        assert_eq!(runs.body["billing_mode"], "PAY_PER_REQUEST");
+        assert_eq!(
+            runs.body["hash_key"],
+            serde_json::json!({"name": "sow", "type": "S"})
+        );
+        assert_eq!(
+            runs.body["range_key"],
+            serde_json::json!({"name": "sk", "type": "S"})
+        );
+        assert_eq!(runs.body["ttl_attribute"], "expires_at");
+        let logs = s.get("log_group.workers").unwrap();
+        assert_eq!(logs.body["name"], "/aws/ec2/prog-strength-developer");
+        assert_eq!(logs.body["retention_days"], 30);
+        for o in ["runs_table_name", "runs_table_arn", "log_group_name"] {
+            assert!(s.outputs.iter().any(|d| d.name == o), "{o}");
+        }
+    }
+
+    #[test]
+    fn env_settings_name_real_attributes() {
+        let s = stack(&Env::load("prod").unwrap());
+        for (address, attr, _) in ENV_SETTINGS {
+            let r = s.get(address).unwrap();
+            assert!(r.body.get(*attr).is_some(), "{address}.{attr}");
+        }
+    }
 
     #[test]
     fn every_environment_builds_a_valid_stack() {

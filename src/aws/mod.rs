@@ -10,8 +10,10 @@ use std::sync::Arc;
 use crate::engine::provider::{DataKind, Kind, Provider};
 
 pub mod clients;
+pub mod dynamodb_table;
 pub mod errors;
 pub mod internet_gateway;
+pub mod log_group;
 pub mod route_table;
 pub mod route_table_association;
 pub mod security_group;
@@ -37,6 +39,12 @@ impl AwsProvider {
             Arc::new(route_table_association::RouteTableAssociationKind { ec2: ec2.clone() }),
             Arc::new(security_group::SecurityGroupKind { ec2: ec2.clone() }),
             Arc::new(security_group_rules::SecurityGroupRulesKind { ec2 }),
+            Arc::new(dynamodb_table::DynamoDbTableKind {
+                dynamodb: aws_sdk_dynamodb::Client::new(config),
+            }),
+            Arc::new(log_group::LogGroupKind {
+                logs: aws_sdk_cloudwatchlogs::Client::new(config),
+            }),
         ];
         let data: Vec<Arc<dyn DataKind>> = vec![];
         AwsProvider {

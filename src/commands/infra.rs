@@ -1,4 +1,4 @@
-//! `devstack init|plan|apply|destroy|output|state`: the infrastructure
+//! `devstack init|plan|apply|destroy|output|import|state`: the infrastructure
 //! commands. Each resolves its settings, opens state, and drives the engine.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -6,6 +6,7 @@ use std::io::{BufRead, Write};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use serde_json::Value;
 
 use super::progress::StepReporter;
 use super::Context;
@@ -18,6 +19,7 @@ use crate::engine::plan::{plan as make_plan, Plan, PlanError, PlanOptions};
 use crate::engine::render;
 use crate::engine::snapshot::Snapshot;
 use crate::exit::{self, CodedError};
+use crate::import::terraform;
 use crate::state::lock::{Held, StoreJournal};
 use crate::state::{self, StateError, StateKey, StateStore};
 
@@ -377,8 +379,197 @@ pub async fn output(ctx: &Context, args: OutputArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-pub async fn import(_ctx: &Context, _args: ImportArgs) -> anyhow::Result<u8> {
-    super::not_yet("import --from-terraform")
+/// `devstack import --from-terraform FILE`: records what Terraform built as
+/// devstack state (see `crate::import`), once, into an empty state.
+pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
+    let path = &args.from_terraform;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the Terraform state {}", path.display()))?;
+    let tf = terraform::parse(&text).map_err(|e| {
+        exit::hint(
+            format!("{}: {e}", path.display()),
+            "pull the current state with `terraform state pull > terraform.tfstate`",
+        )
+    })?;
+    let infra = open(ctx).await?;
+    let mapping = terraform::map(&tf, ctx.env()?);
+    let lock = Held::acquire(infra.store.clone(), &infra.key, "import")
+        .await
+        .map_err(state_err)?;
+    let result = import_locked(ctx, &infra, &mapping, path).await;
+    let released = lock.release().await;
+    let code = result?;
+    released.map_err(state_err)?;
+    Ok(code)
+}
+
+async fn import_locked(
+    ctx: &Context,
+    infra: &Infra,
+    mapping: &terraform::Mapping,
+    path: &std::path::Path,
+) -> anyhow::Result<u8> {
+    let current = infra.store.load(&infra.key).await.map_err(state_err)?;
+    if let Some(snap) = current.as_ref().filter(|s| !s.resources.is_empty()) {
+        return Err(exit::hint(
+            format!(
+                "state for {} already records {} resource(s); import only fills an empty state",
+                infra.key,
+                snap.resources.len()
+            ),
+            "import runs once, before devstack's first apply; `devstack plan` shows where this state stands",
+        ));
+    }
+    let adoption = crate::import::adopt(&infra.stack, &infra.provider, &mapping.targets).await?;
+    let report = &adoption.report;
+    let p = &ctx.printer;
+
+    for u in &mapping.unmapped {
+        p.warn(&format!(
+            "{} ({}): {}; devstack leaves it as it is",
+            u.tf_address, u.id, u.reason
+        ));
+    }
+    for (tf, into) in &mapping.folded {
+        p.info(&format!("{tf} is part of {into} in devstack"));
+    }
+    for t in &report.not_managed {
+        p.warn(&format!(
+            "{} ({}, {}): this build of devstack does not manage {} yet; not imported",
+            t.from.join(", "),
+            t.id,
+            t.address,
+            t.address
+        ));
+    }
+    for (name, e) in &report.data_errors {
+        p.warn(&format!("reading {name} failed: {e}"));
+    }
+    let unverified: Vec<_> = report
+        .missing
+        .iter()
+        .filter(|m| m.error.is_some())
+        .collect();
+    if let Some(first) = unverified.first() {
+        for m in &unverified {
+            p.warn(&format!(
+                "{} ({}, {}): {}",
+                m.address,
+                m.from.join(", "),
+                m.id,
+                m.error.as_deref().unwrap_or_default()
+            ));
+        }
+        return Err(exit::hint(
+            format!(
+                "could not verify {} resource(s), starting with {}; nothing was written",
+                unverified.len(),
+                first.address
+            ),
+            "fix the cause (credentials, permissions, region) and run the import again",
+        ));
+    }
+    for m in &report.missing {
+        p.warn(&format!(
+            "{}: Terraform records {} ({}) but it does not exist; the next apply creates it",
+            m.address,
+            m.id,
+            m.from.join(", ")
+        ));
+    }
+    for a in &report.not_in_source {
+        p.warn(&format!(
+            "{a}: no counterpart in {}; the next apply creates it",
+            path.display()
+        ));
+    }
+    for r in &report.replacements {
+        let live = r
+            .live
+            .as_ref()
+            .map_or("(none)".to_string(), Value::to_string);
+        let setting = crate::stack::ENV_SETTINGS
+            .iter()
+            .find(|(a, attr, _)| *a == r.address && *attr == r.attribute)
+            .map(|(_, _, s)| *s);
+        let file = match &ctx.global.env_file {
+            Some(f) => f.display().to_string(),
+            None => format!("stack/{}.toml", infra.key.env),
+        };
+        let fix = match setting {
+            Some(s) => format!("set `{s} = {live}` in {file} so the stack matches what is live"),
+            None => "change the stack to match what is live, or accept the replacement".to_string(),
+        };
+        p.warn(&format!(
+            "{}: live {} is {live} but the stack says {}; it cannot change in place, so the next plan would REPLACE {}. To keep it, {fix}",
+            r.address, r.attribute, r.desired, r.address
+        ));
+    }
+    if adoption.resources.is_empty() {
+        return Err(exit::hint(
+            format!(
+                "nothing in {} matches {}; nothing was written",
+                path.display(),
+                infra.key
+            ),
+            "check --env (or --env-file): names and CIDRs come from the environment",
+        ));
+    }
+
+    let mut snap = current.unwrap_or_else(|| Snapshot::empty(&infra.key.stack, &infra.key.env));
+    let expected = snap.serial;
+    snap.resources = adoption.resources;
+    snap.outputs = adoption.outputs;
+    snap.serial += 1;
+    snap.verify_integrity()
+        .map_err(|e| anyhow::anyhow!("the imported state is inconsistent: {e}"))?;
+    infra
+        .store
+        .save(&infra.key, &snap, expected)
+        .await
+        .map_err(state_err)?;
+
+    let width = report
+        .imported
+        .iter()
+        .map(|i| i.address.len())
+        .max()
+        .unwrap_or(0);
+    let id_width = report
+        .imported
+        .iter()
+        .map(|i| i.id.len())
+        .max()
+        .unwrap_or(0);
+    let table: String = report
+        .imported
+        .iter()
+        .map(|i| {
+            format!(
+                "{:<width$}  {:<id_width$}  <- {}\n",
+                i.address,
+                i.id,
+                i.from.join(", ")
+            )
+        })
+        .collect();
+    p.out(&table);
+    let next = if report.replacements.is_empty() {
+        "Next: `devstack plan`; expect only tag changes (ManagedBy), never a create or replace of an imported resource.".to_string()
+    } else {
+        format!(
+            "Next: settle the {} replacement warning(s) above, then `devstack plan`.",
+            report.replacements.len()
+        )
+    };
+    p.info(&format!(
+        "Imported {} resource(s) into {} ({}, serial {}). {next}",
+        report.imported.len(),
+        infra.store.location(),
+        infra.key,
+        snap.serial
+    ));
+    Ok(exit::OK)
 }
 
 pub async fn state(ctx: &Context, cmd: StateCommand) -> anyhow::Result<u8> {
