@@ -165,6 +165,15 @@ impl ProxyConfig {
         self.fault_after_forward = yes;
         self
     }
+
+    /// The fault decisions for the first `n` requests a proxy started (or
+    /// reconfigured) with this config will draw, in arrival order. A test
+    /// uses it to pick a seed that faults exactly the requests it means to,
+    /// e.g. only the first attempt of a call and not its retry.
+    pub fn preview(&self, n: usize) -> Vec<Option<Fault>> {
+        let mut state = State::new(self.clone());
+        (0..n).map(|_| state.draw_fault()).collect()
+    }
 }
 
 /// One request the proxy received.
