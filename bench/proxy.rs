@@ -42,6 +42,14 @@
 //! on a `devstack` subprocess inside a current-thread `#[tokio::test]`), and
 //! it stops, closing its port, when the [`Proxy`] is dropped.
 //!
+//! A gate stops the world at a chosen point: [`Proxy::hold_after`]`(n)` lets
+//! the next `n` requests through to the upstream and holds every later one
+//! (not forwarded, no response) until [`Proxy::release_hold`];
+//! [`Proxy::wait_held`] blocks until a request is being held and every
+//! request let through has had its answer from the upstream. A crash test
+//! kills its client at that moment, knowing that exactly `n` requests
+//! reached moto and were executed there.
+//!
 //! Determinism: the fault decisions are a pure function of the seed and the
 //! order in which requests arrive since the last [`Proxy::start`] or
 //! [`Proxy::set_config`] (each request draws exactly two numbers, whatever
@@ -55,7 +63,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::io::{
@@ -157,6 +165,15 @@ impl ProxyConfig {
         self.fault_after_forward = yes;
         self
     }
+
+    /// The fault decisions for the first `n` requests a proxy started (or
+    /// reconfigured) with this config will draw, in arrival order. A test
+    /// uses it to pick a seed that faults exactly the requests it means to,
+    /// e.g. only the first attempt of a call and not its retry.
+    pub fn preview(&self, n: usize) -> Vec<Option<Fault>> {
+        let mut state = State::new(self.clone());
+        (0..n).map(|_| state.draw_fault()).collect()
+    }
 }
 
 /// One request the proxy received.
@@ -181,9 +198,12 @@ pub struct RequestRecord {
     pub action: String,
     /// The fault injected, if any.
     pub fault: Option<Fault>,
-    /// Whether the request was sent on to the upstream (false only for a
-    /// fault injected before forwarding).
+    /// Whether the request was sent on to the upstream (false for a fault
+    /// injected before forwarding, and for a request still held at the gate).
     pub forwarded: bool,
+    /// Whether the request arrived while the gate was closed (see
+    /// [`Proxy::hold_after`]); it may have been released since.
+    pub held: bool,
 }
 
 /// A running proxy; stops (and frees its port) on drop.
@@ -218,6 +238,8 @@ impl Proxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             state: Mutex::new(State::new(cfg)),
             forwarded: AtomicUsize::new(0),
+            changed: Condvar::new(),
+            release: tokio::sync::watch::channel(0).0,
         });
         let (tx, rx) = tokio::sync::oneshot::channel();
         let thread_shared = Arc::clone(&shared);
@@ -260,7 +282,64 @@ impl Proxy {
     pub fn reset_count(&self) {
         let mut state = self.shared.lock();
         state.records.clear();
+        state.epoch += 1;
+        state.let_through = 0;
         self.shared.forwarded.store(0, Ordering::SeqCst);
+    }
+
+    /// Closes the gate once `n` requests have been let through to the
+    /// upstream since start or the last [`Proxy::reset_count`] (the count
+    /// [`Proxy::forwarded_count`] reaches once their delays have elapsed):
+    /// every request arriving after that is held (not forwarded, not
+    /// answered, whatever its fault decision) until [`Proxy::release_hold`].
+    /// If `n` requests already went through, the gate closes at once.
+    /// Requests faulted before forwarding don't count towards `n` (they
+    /// never reach the upstream).
+    ///
+    /// A held request whose client has gone away stays held; release it
+    /// and it is forwarded all the same (as a request already on the wire
+    /// would be), so a crash test that must not see it drops the proxy
+    /// instead of releasing.
+    pub fn hold_after(&self, n: usize) {
+        self.shared.lock().hold_after = Some(n);
+        self.shared.changed.notify_all();
+    }
+
+    /// Opens the gate: every held request carries on (delay, then forward
+    /// or its fault), and no further request is held.
+    pub fn release_hold(&self) {
+        let generation = {
+            let mut state = self.shared.lock();
+            state.hold_after = None;
+            state.generation += 1;
+            state.generation
+        };
+        self.shared.release.send_replace(generation);
+        self.shared.changed.notify_all();
+    }
+
+    /// Requests being held at the gate right now.
+    pub fn held_count(&self) -> usize {
+        self.shared.lock().held
+    }
+
+    /// Blocks the calling thread until at least one request is held at the
+    /// gate and every request let through has had its answer from the
+    /// upstream (so the upstream has executed exactly the requests let
+    /// through, and nothing is on its way there). True if that happened
+    /// within `timeout`, false otherwise.
+    ///
+    /// It blocks a thread, not a task: from async code, call it through
+    /// `tokio::task::spawn_blocking` (or from a multi-threaded runtime), so
+    /// the client being held can still make progress.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        let state = self.shared.lock();
+        let (state, _) = self
+            .shared
+            .changed
+            .wait_timeout_while(state, timeout, |s| !s.is_holding())
+            .unwrap_or_else(|e| e.into_inner());
+        state.is_holding()
     }
 
     /// Replaces the config for requests arriving from now on, and reseeds
@@ -317,6 +396,10 @@ struct Shared {
     upstream: String,
     state: Mutex<State>,
     forwarded: AtomicUsize,
+    /// Signalled whenever the gate's counters change (for `wait_held`).
+    changed: Condvar,
+    /// The release generation; held requests wait for it to pass theirs.
+    release: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -330,6 +413,20 @@ struct State {
     config: ProxyConfig,
     rng: XorShift,
     records: Vec<RequestRecord>,
+    /// Bumped by `reset_count`, so a request released after a reset does
+    /// not touch a record that is no longer its own.
+    epoch: u64,
+    /// The gate: hold requests once this many were let through.
+    hold_after: Option<usize>,
+    /// Requests let through towards the upstream since start or reset.
+    let_through: usize,
+    /// Requests let through whose upstream answer has not come back yet
+    /// (in their delay, or being forwarded).
+    in_flight: usize,
+    /// Requests waiting at the gate.
+    held: usize,
+    /// Number of `release_hold` calls so far.
+    generation: u64,
 }
 
 /// What to do with one request, decided when it arrives.
@@ -338,6 +435,9 @@ struct Decision {
     fault: Option<Fault>,
     forward: bool,
     seq: usize,
+    epoch: u64,
+    /// `Some(generation)` when held: it waits for a later generation.
+    held: Option<u64>,
 }
 
 impl State {
@@ -346,6 +446,36 @@ impl State {
             rng: XorShift::new(config.seed),
             config,
             records: Vec::new(),
+            epoch: 0,
+            hold_after: None,
+            let_through: 0,
+            in_flight: 0,
+            held: 0,
+            generation: 0,
+        }
+    }
+
+    /// A request is held and nothing let through is still under way.
+    fn is_holding(&self) -> bool {
+        self.held > 0 && self.in_flight == 0
+    }
+
+    /// Counts a request as let through towards the upstream.
+    fn let_through(&mut self, forward: bool) {
+        if forward {
+            self.let_through += 1;
+            self.in_flight += 1;
+        }
+    }
+
+    /// A held request is released: it now counts as let through.
+    fn released(&mut self, seq: usize, epoch: u64, forward: bool) {
+        self.held = self.held.saturating_sub(1);
+        self.let_through(forward);
+        if epoch == self.epoch {
+            if let Some(r) = self.records.get_mut(seq) {
+                r.forwarded = forward;
+            }
         }
     }
 
@@ -369,6 +499,12 @@ impl State {
     fn admit(&mut self, info: RequestInfo, received: Instant) -> Decision {
         let fault = self.draw_fault();
         let forward = fault.is_none() || self.config.fault_after_forward;
+        let held = self.hold_after.is_some_and(|n| self.let_through >= n);
+        if held {
+            self.held += 1;
+        } else {
+            self.let_through(forward);
+        }
         let seq = self.records.len();
         self.records.push(RequestRecord {
             seq,
@@ -378,13 +514,16 @@ impl State {
             service: info.service,
             action: info.action,
             fault,
-            forwarded: forward,
+            forwarded: forward && !held,
+            held,
         });
         Decision {
             delay: self.config.delay,
             fault,
             forward,
             seq,
+            epoch: self.epoch,
+            held: held.then_some(self.generation),
         }
     }
 }
@@ -781,12 +920,25 @@ async fn handle(shared: &Shared, client: &reqwest::Client, req: Request) -> Outc
     let protocol = info.protocol;
     let dynamodb = info.is_dynamodb;
     let decision = shared.lock().admit(info, received);
+    if let Some(generation) = decision.held {
+        shared.changed.notify_all();
+        wait_for_release(shared, generation).await;
+        shared
+            .lock()
+            .released(decision.seq, decision.epoch, decision.forward);
+    }
     if !decision.delay.is_zero() {
         tokio::time::sleep(decision.delay).await;
     }
     let upstream = if decision.forward {
         shared.forwarded.fetch_add(1, Ordering::SeqCst);
-        Some(forward(shared, client, req).await)
+        let answer = forward(shared, client, req).await;
+        {
+            let mut state = shared.lock();
+            state.in_flight = state.in_flight.saturating_sub(1);
+        }
+        shared.changed.notify_all();
+        Some(answer)
     } else {
         None
     };
@@ -803,6 +955,18 @@ async fn handle(shared: &Shared, client: &reqwest::Client, req: Request) -> Outc
             // Not forwarded implies faulted; kept total for the compiler.
             None => Outcome::Drop,
         },
+    }
+}
+
+/// Waits until `release_hold` has been called after the request was held
+/// (its generation has passed). Runs until the proxy stops otherwise.
+async fn wait_for_release(shared: &Shared, generation: u64) {
+    let mut release = shared.release.subscribe();
+    while *release.borrow_and_update() <= generation {
+        if release.changed().await.is_err() {
+            // The proxy is being dropped: stay held until this task is.
+            std::future::pending::<()>().await;
+        }
     }
 }
 
@@ -1062,6 +1226,43 @@ mod proxy_unit_tests {
         assert!(decisions(cfg.with_faults(1.0, &[]), 100)
             .iter()
             .all(Option::is_none));
+    }
+
+    fn info() -> RequestInfo {
+        RequestInfo {
+            method: "POST".into(),
+            path: "/".into(),
+            service: Some("ec2".into()),
+            action: "CreateVpc".into(),
+            protocol: Protocol::Ec2Query,
+            is_dynamodb: false,
+        }
+    }
+
+    #[test]
+    fn gate_counts_only_what_reaches_the_upstream() {
+        let mut state = State::new(
+            ProxyConfig::transparent()
+                .with_faults(1.0, &[Fault::Status503])
+                .with_seed(1),
+        );
+        state.hold_after = Some(1);
+        // Faulted before forwarding: never reaches moto, not counted, not held.
+        let d = state.admit(info(), Instant::now());
+        assert!(d.held.is_none() && !d.forward);
+        state.config = ProxyConfig::transparent();
+        let d = state.admit(info(), Instant::now());
+        assert!(d.held.is_none() && d.forward);
+        assert!(!state.is_holding());
+        let d = state.admit(info(), Instant::now());
+        assert_eq!(d.held, Some(0));
+        assert_eq!((state.held, state.in_flight), (1, 1));
+        // The first one's answer comes back: now the world is stopped.
+        state.in_flight -= 1;
+        assert!(state.is_holding());
+        state.released(d.seq, d.epoch, d.forward);
+        assert_eq!((state.held, state.in_flight, state.let_through), (0, 1, 2));
+        assert!(state.records[2].held && state.records[2].forwarded);
     }
 
     #[test]

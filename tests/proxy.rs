@@ -355,6 +355,91 @@ async fn standard_retries_ride_out_30_percent_faults() {
     assert_eq!(proxy.forwarded_count(), 20);
 }
 
+/// The gate: after `hold_after(2)`, two CreateVpc calls reach moto and the
+/// third is held (moto never sees it, the client gets no answer) until
+/// `release_hold`, after which it completes normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_holds_requests_after_n_until_released() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint, ProxyConfig::transparent()).await;
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config(proxy.url(), RetryConfig::disabled()).await);
+    proxy.hold_after(2);
+
+    let client = tokio::spawn(async move {
+        for cidr in ["10.61.0.0/16", "10.62.0.0/16", "10.63.0.0/16"] {
+            ec2.create_vpc()
+                .cidr_block(cidr)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("CreateVpc {cidr}: {e:?}"));
+        }
+    });
+    let p = std::sync::Arc::new(proxy);
+    let waiter = std::sync::Arc::clone(&p);
+    let held = tokio::task::spawn_blocking(move || waiter.wait_held(Duration::from_secs(30)))
+        .await
+        .expect("wait_held");
+    assert!(held, "the third CreateVpc is held");
+    assert_eq!(p.forwarded_count(), 2);
+    assert_eq!(p.held_count(), 1);
+    assert!(
+        !client.is_finished(),
+        "the client is still waiting for its answer"
+    );
+    assert_eq!(vpcs_with_cidr(&moto, "10.62.0.0/16").await, 1);
+    assert_eq!(
+        vpcs_with_cidr(&moto, "10.63.0.0/16").await,
+        0,
+        "moto never saw the held request"
+    );
+    let records = p.requests();
+    assert_eq!(
+        records
+            .iter()
+            .map(|r| (r.held, r.forwarded))
+            .collect::<Vec<_>>(),
+        vec![(false, true), (false, true), (true, false)]
+    );
+
+    p.release_hold();
+    client.await.expect("the client finishes once released");
+    assert_eq!(vpcs_with_cidr(&moto, "10.63.0.0/16").await, 1);
+    assert_eq!(p.held_count(), 0);
+    assert_eq!(p.forwarded_count(), 3);
+    assert!(p.requests()[2].forwarded, "released, then forwarded");
+
+    // The gate stays open after a release.
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config(p.url(), RetryConfig::disabled()).await);
+    ec2.describe_vpcs().send().await.expect("DescribeVpcs");
+    assert!(!p.wait_held(Duration::from_millis(50)), "nothing held");
+}
+
+/// What a crash test relies on: a request held when the proxy is dropped
+/// never reaches moto, and the client sees its connection fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_request_is_never_forwarded_when_the_proxy_is_dropped() {
+    let moto = Moto::start();
+    let proxy = Proxy::start(&moto.endpoint, ProxyConfig::transparent()).await;
+    proxy.hold_after(0);
+    let ec2 = aws_sdk_ec2::Client::new(&sdk_config(proxy.url(), RetryConfig::disabled()).await);
+    let client =
+        tokio::spawn(async move { ec2.create_vpc().cidr_block("10.64.0.0/16").send().await });
+    let proxy = tokio::task::spawn_blocking(move || {
+        assert!(proxy.wait_held(Duration::from_secs(30)), "held at once");
+        assert_eq!(proxy.forwarded_count(), 0);
+        proxy
+    })
+    .await
+    .expect("wait_held");
+    drop(proxy);
+    let err = client
+        .await
+        .expect("client task")
+        .expect_err("the connection is closed without an answer");
+    assert!(matches!(err, SdkError::DispatchFailure(_)), "{err:?}");
+    assert_eq!(vpcs_with_cidr(&moto, "10.64.0.0/16").await, 0);
+}
+
 /// Raw HTTP/1.1 through the proxy: a chunked request body and two requests
 /// on one keep-alive connection.
 #[tokio::test]

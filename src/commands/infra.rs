@@ -239,12 +239,17 @@ async fn apply_locked(
             .map_err(plan_err)?,
     };
     ctx.printer.info(&render::text::render(&plan));
-    if !plan.has_changes() {
+    let changes = plan.has_changes();
+    if !changes && (plan.destroy || snapshot.is_none()) {
         return Ok(exit::OK);
     }
-    if !auto_approve {
+    if changes && !auto_approve {
         confirm(ctx, &plan)?;
     }
+    // With no resource to change, the engine still records the stack
+    // outputs if state lacks them: an apply killed after its last step but
+    // before its outputs were written leaves every resource recorded and
+    // the outputs missing, and only this brings them back.
     let mut snap = snapshot.unwrap_or_else(|| Snapshot::empty(&infra.key.stack, &infra.key.env));
     let mut journal = StoreJournal {
         store: infra.store.clone(),
@@ -279,6 +284,15 @@ async fn apply_locked(
             report.done.len()
         ))
         .into());
+    }
+    if !changes {
+        if journal.writes > 0 {
+            ctx.printer.info(&format!(
+                "Recorded the stack outputs, which an interrupted apply had not; state serial {}.",
+                snap.serial
+            ));
+        }
+        return Ok(exit::OK);
     }
     ctx.printer.info(&format!(
         "Apply complete: {} step(s), state serial {}.",

@@ -93,6 +93,22 @@ impl DynamoStore {
             lease_expires_at: get_n(item, "lease_expires_at"),
         }
     }
+
+    /// True when the state item is exactly `doc` at `serial`.
+    async fn holds(&self, key: &StateKey, serial: u64, doc: &str) -> Result<bool, StateError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(Self::state_pk(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.map_err(e))?;
+        Ok(out.item.is_some_and(|item| {
+            get_n(&item, "serial") as u64 == serial && get_s(&item, "doc") == doc
+        }))
+    }
 }
 
 #[async_trait]
@@ -206,7 +222,7 @@ impl StateStore for DynamoStore {
             .item("pk", s(Self::state_pk(key)))
             .item("serial", n(snapshot.serial))
             .item("lineage", s(&snapshot.lineage))
-            .item("doc", s(doc))
+            .item("doc", s(&doc))
             .item("updated_at", n(super::now_epoch()));
         put = if expected == 0 {
             put.condition_expression("attribute_not_exists(pk)")
@@ -217,7 +233,15 @@ impl StateStore for DynamoStore {
         match put.send().await {
             Ok(_) => Ok(()),
             Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {
-                Err(StateError::Conflict { expected })
+                // The SDK retries a write whose response was lost (a timeout,
+                // a dropped connection); if the first attempt landed, the
+                // retry fails its own condition. That is our write, not a
+                // conflict: the item holds exactly this document.
+                if self.holds(key, snapshot.serial, &doc).await? {
+                    Ok(())
+                } else {
+                    Err(StateError::Conflict { expected })
+                }
             }
             Err(e) => Err(self.map_err(e)),
         }
@@ -244,6 +268,9 @@ impl StateStore for DynamoStore {
             Ok(_) => Ok(()),
             Err(e) if code(&e) == Some("ConditionalCheckFailedException") => {
                 match self.current_lock(key).await? {
+                    // An SDK retry of our own write whose response was lost:
+                    // the first attempt took the lock.
+                    Some(held) if held.id == info.id => Ok(()),
                     Some(held) => Err(StateError::Locked(held)),
                     // Released between our write and our read: say so plainly.
                     None => Err(StateError::Backend(
