@@ -10,14 +10,20 @@ use std::sync::Arc;
 use crate::engine::provider::{DataKind, Kind, Provider};
 
 pub mod clients;
+pub mod ebs_volume;
+pub mod eip;
+pub mod eip_association;
 pub mod errors;
+pub mod instance;
 pub mod internet_gateway;
+pub mod launch_template;
 pub mod route_table;
 pub mod route_table_association;
 pub mod security_group;
 pub mod security_group_rules;
 pub mod subnet;
 pub mod tags;
+pub mod volume_attachment;
 pub mod vpc;
 
 /// The provider: every kind, sharing one SDK configuration.
@@ -36,7 +42,13 @@ impl AwsProvider {
             Arc::new(route_table::RouteTableKind { ec2: ec2.clone() }),
             Arc::new(route_table_association::RouteTableAssociationKind { ec2: ec2.clone() }),
             Arc::new(security_group::SecurityGroupKind { ec2: ec2.clone() }),
-            Arc::new(security_group_rules::SecurityGroupRulesKind { ec2 }),
+            Arc::new(security_group_rules::SecurityGroupRulesKind { ec2: ec2.clone() }),
+            Arc::new(launch_template::LaunchTemplateKind { ec2: ec2.clone() }),
+            Arc::new(instance::InstanceKind { ec2: ec2.clone() }),
+            Arc::new(ebs_volume::EbsVolumeKind { ec2: ec2.clone() }),
+            Arc::new(volume_attachment::VolumeAttachmentKind { ec2: ec2.clone() }),
+            Arc::new(eip::EipKind { ec2: ec2.clone() }),
+            Arc::new(eip_association::EipAssociationKind { ec2 }),
         ];
         let data: Vec<Arc<dyn DataKind>> = vec![];
         AwsProvider {
