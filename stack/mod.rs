@@ -2,8 +2,10 @@
 //!
 //! Read it as the platform's diagram: one VPC with two public subnets (the
 //! workers' and the manager's) behind one internet gateway and one route
-//! table; two security groups whose rules reference each other; the runs
-//! table (the fleet's registry) and the workers' log group. Every name
+//! table; two security groups whose rules reference each other; the worker
+//! launch template; the manager instance with its data volume and Elastic
+//! IP, both protected because they outlive any one manager; the runs
+//! table (the fleet's registry, protected) and the workers' log group. Every name
 //! comes from the environment file (`stack/<env>.toml`), so dev and stg are
 //! the same diagram with other values.
 
@@ -13,7 +15,12 @@ pub mod guardrails;
 use std::collections::BTreeMap;
 
 use crate::aws::dynamodb_table::{BillingMode, DynamoDbTable, KeyAttribute};
+use crate::aws::ebs_volume::EbsVolume;
+use crate::aws::eip::Eip;
+use crate::aws::eip_association::EipAssociation;
+use crate::aws::instance::{Ami, Instance, InstanceProfile, MetadataOptions};
 use crate::aws::internet_gateway::InternetGateway;
+use crate::aws::launch_template::LaunchTemplate;
 use crate::aws::log_group::LogGroup;
 use crate::aws::route_table::{Route, RouteTable};
 use crate::aws::route_table_association::RouteTableAssociation;
@@ -21,6 +28,7 @@ use crate::aws::security_group::SecurityGroup;
 use crate::aws::security_group_rules::{Rule, SecurityGroupRules};
 use crate::aws::subnet::Subnet;
 use crate::aws::tags::Tags;
+use crate::aws::volume_attachment::VolumeAttachment;
 use crate::aws::vpc::Vpc;
 use crate::engine::resource::Stack;
 use env::Env;
@@ -47,6 +55,12 @@ pub const ENV_SETTINGS: &[(&str, &str, &str)] = &[
     ),
     ("log_group.workers", "retention_days", "log_retention_days"),
 ];
+/// The device the manager's data volume is attached as.
+pub const MANAGER_DATA_DEVICE: &str = "/dev/sdf";
+
+/// The manager's user data: boot-time setup only; its configuration
+/// deploys through the manager deploy, never by replacing the instance.
+const MANAGER_USER_DATA: &str = include_str!("../manager-files/manager-user-data.sh");
 
 /// The whole stack for one environment.
 pub fn stack(env: &Env) -> Stack {
@@ -184,6 +198,70 @@ pub fn stack(env: &Env) -> Stack {
         },
     );
 
+    // ------------------------------------------------------------------
+    // Compute: the worker launch template (dispatch launches every worker
+    // from it), and the manager with its data volume and Elastic IP. The
+    // volume (all history) and the address (a DNS record points at it)
+    // outlive any one manager: both are protected, and a replaced manager
+    // gets them back through the attachment and the association.
+    // Instance profiles are referenced by their deterministic names until
+    // the IAM kinds land.
+    let launch_template = s.add(
+        "launch_template.worker",
+        LaunchTemplate {
+            name: n("worker"),
+            image: Ami::from(env.worker_ami.clone()),
+            instance_type: env.worker_instance_type.clone(),
+            iam_instance_profile: InstanceProfile::from(n("worker-profile")),
+            subnet: workers_subnet.id(),
+            security_groups: vec![worker_sg.id()],
+            associate_public_ip: true,
+            metadata: MetadataOptions::imdsv2_only(1),
+            user_data: worker_base_user_data(env),
+            instance_tags: tags(env.worker_name()),
+            tags: tags(n("worker")),
+        },
+    );
+    let manager = s.add(
+        "instance.manager",
+        Instance {
+            ami: Ami::from(env.manager_ami.clone()),
+            instance_type: env.manager_instance_type.clone(),
+            subnet: manager_subnet.id(),
+            security_groups: vec![manager_sg.id()],
+            iam_instance_profile: InstanceProfile::from(n("manager-profile")),
+            // Containers reach IMDS through the docker bridge: one more hop.
+            metadata: MetadataOptions::imdsv2_only(2),
+            user_data: MANAGER_USER_DATA.to_string(),
+            tags: tags(n("manager")),
+        },
+    );
+    let manager_data = s.add_protected(
+        "ebs_volume.manager_data",
+        EbsVolume {
+            availability_zone: env.availability_zone.clone(),
+            size_gib: env.manager_volume_size_gib,
+            volume_type: "gp3".into(),
+            tags: tags(n("manager-data")),
+        },
+    );
+    s.add(
+        "volume_attachment.manager_data",
+        VolumeAttachment {
+            device: MANAGER_DATA_DEVICE.into(),
+            volume: manager_data.id(),
+            instance: manager.id(),
+        },
+    );
+    let manager_eip = s.add_protected("eip.manager", Eip::vpc(tags(n("manager-eip"))));
+    s.add(
+        "eip_association.manager",
+        EipAssociation {
+            allocation: manager_eip.id(),
+            instance: manager.id(),
+        },
+    );
+
     s.output("vpc_id", vpc.id());
     s.output("worker_subnet_id", workers_subnet.id());
     s.output("manager_subnet_id", manager_subnet.id());
@@ -192,7 +270,24 @@ pub fn stack(env: &Env) -> Stack {
     s.output("runs_table_name", runs.name());
     s.output("runs_table_arn", runs.arn());
     s.output("log_group_name", logs.name());
+    s.output("launch_template_id", launch_template.id());
+    s.output("manager_instance_id", manager.id());
+    s.output("manager_public_ip", manager_eip.public_ip());
+    s.output("manager_private_ip", manager.private_ip());
     s
+}
+
+/// The launch template's base script (dispatch always replaces it).
+fn worker_base_user_data(env: &Env) -> String {
+    match crate::worker::userdata::base_user_data(env) {
+        Ok(u) => u.script,
+        // It only fails on a region name no AWS region has, which no AWS
+        // call would accept either; a worker booted with this stops itself.
+        Err(e) => format!(
+            "#!/bin/bash\necho {} >&2\npoweroff\n",
+            crate::worker::userdata::shell_quote(&format!("devstack: no base user data: {e}"))
+        ),
+    }
 }
 
 /// `Name`, the environment's common tags, and `ManagedBy=devstack`.

@@ -11,8 +11,13 @@ use crate::engine::provider::{DataKind, Kind, Provider};
 
 pub mod clients;
 pub mod dynamodb_table;
+pub mod ebs_volume;
+pub mod eip;
+pub mod eip_association;
 pub mod errors;
+pub mod instance;
 pub mod internet_gateway;
+pub mod launch_template;
 pub mod log_group;
 pub mod route_table;
 pub mod route_table_association;
@@ -20,6 +25,7 @@ pub mod security_group;
 pub mod security_group_rules;
 pub mod subnet;
 pub mod tags;
+pub mod volume_attachment;
 pub mod vpc;
 
 /// The provider: every kind, sharing one SDK configuration.
@@ -38,7 +44,13 @@ impl AwsProvider {
             Arc::new(route_table::RouteTableKind { ec2: ec2.clone() }),
             Arc::new(route_table_association::RouteTableAssociationKind { ec2: ec2.clone() }),
             Arc::new(security_group::SecurityGroupKind { ec2: ec2.clone() }),
-            Arc::new(security_group_rules::SecurityGroupRulesKind { ec2 }),
+            Arc::new(security_group_rules::SecurityGroupRulesKind { ec2: ec2.clone() }),
+            Arc::new(launch_template::LaunchTemplateKind { ec2: ec2.clone() }),
+            Arc::new(instance::InstanceKind { ec2: ec2.clone() }),
+            Arc::new(ebs_volume::EbsVolumeKind { ec2: ec2.clone() }),
+            Arc::new(volume_attachment::VolumeAttachmentKind { ec2: ec2.clone() }),
+            Arc::new(eip::EipKind { ec2: ec2.clone() }),
+            Arc::new(eip_association::EipAssociationKind { ec2 }),
             Arc::new(dynamodb_table::DynamoDbTableKind {
                 dynamodb: aws_sdk_dynamodb::Client::new(config),
             }),

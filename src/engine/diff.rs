@@ -51,12 +51,11 @@ pub fn diff(
             continue;
         }
         if schema.ignores_drift(name) && !unknown {
-            // Only a change in the code counts; without a record there is
-            // nothing to compare with, so adoption keeps what is live.
-            match last {
-                Some(last) if last != want => {}
-                _ => continue,
-            }
+            // Neither drift nor a new desired value counts: the desired value
+            // of these can move without anyone touching the code (the latest
+            // AMI), and following it would replace a running server. Only
+            // `--replace` applies it.
+            continue;
         }
         let source = match last {
             Some(last) if last == want && !unknown => Source::Drift,
@@ -121,13 +120,21 @@ mod tests {
     }
 
     #[test]
-    fn ignored_drift_counts_only_code_changes() {
+    fn ignored_attributes_change_neither_by_drift_nor_by_a_new_desired_value() {
         let recorded = json!({"ami": "ami-1"});
         let live = json!({"ami": "ami-0"});
         assert!(diff(&SCHEMA, &recorded, &live, Some(&recorded)).is_empty());
-        let c = diff(&SCHEMA, &json!({"ami": "ami-2"}), &live, Some(&recorded));
+        // A newer AMI (from a setting or a data source) is not a change
+        // either: replacing the server is a deliberate `--replace`.
+        assert!(diff(&SCHEMA, &json!({"ami": "ami-2"}), &live, Some(&recorded)).is_empty());
+        assert!(diff(&SCHEMA, &json!({"ami": "ami-2"}), &live, None).is_empty());
+    }
+
+    #[test]
+    fn ignored_attributes_still_change_when_unknown() {
+        let d = json!({"ami": {"$unknown": "data.ami#id"}});
+        let c = diff(&SCHEMA, &d, &json!({"ami": "ami-0"}), None);
         assert_eq!(c.len(), 1);
-        assert_eq!(c[0].source, Source::Code);
     }
 
     #[test]

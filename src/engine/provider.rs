@@ -16,8 +16,11 @@ use serde_json::Value;
 pub struct Schema {
     /// Changing any of these replaces the resource.
     pub force_new: &'static [&'static str],
-    /// Live drift on these is ignored (only code changes count), e.g. the
-    /// manager's AMI and user data. `--replace` still replaces.
+    /// Differences on these never plan a change, whether the live value
+    /// drifted or the desired one moved (a newer AMI from a data source, new
+    /// user data): e.g. the manager's AMI and user data, which must change
+    /// only by a deliberate `--replace ADDRESS`, which creates the resource
+    /// anew with the desired values.
     pub ignore_drift: &'static [&'static str],
     /// Attributes whose values are never shown (shown as `(sensitive)`).
     pub sensitive: &'static [&'static str],
