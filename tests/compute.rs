@@ -432,11 +432,18 @@ async fn destroy_refuses_while_protected_resources_exist_and_deletes_nothing() {
 
     let a = p.run(&["destroy", "--auto-approve"]).code(1);
     let err = Platform::stderr(&a);
-    assert!(err.contains("is protected"), "{err}");
-    assert!(
-        err.contains("eip.manager") || err.contains("ebs_volume.manager_data"),
-        "{err}"
-    );
+    assert!(err.contains("are protected"), "{err}");
+    // Every protected resource is named at once, each with its flag.
+    for protected in [
+        "dynamodb_table.runs",
+        "ebs_volume.manager_data",
+        "eip.manager",
+    ] {
+        assert!(
+            err.contains(&format!("--allow-destroy {protected}")),
+            "{err}"
+        );
+    }
     assert!(err.contains("--allow-destroy"), "{err}");
 
     // Nothing was touched.
@@ -474,7 +481,10 @@ async fn a_plan_that_would_replace_the_data_volume_fails_unless_allowed() {
         err.contains("ebs_volume.manager_data is protected and this plan would replace it"),
         "{err}"
     );
-    assert!(err.contains("--allow-destroy ebs_volume.manager_data"), "{err}");
+    assert!(
+        err.contains("--allow-destroy ebs_volume.manager_data"),
+        "{err}"
+    );
 
     let a = p
         .run(&[

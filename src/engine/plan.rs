@@ -205,6 +205,8 @@ pub enum PlanError {
     Read { what: String, message: String },
     #[error("{address} is protected and this plan would {action} it; if that is really intended, pass --allow-destroy {address}")]
     Protected { address: String, action: String },
+    #[error("{} are protected and this plan would destroy or replace them; if that is really intended, pass {}", .0.join(", "), .0.iter().map(|a| format!("--allow-destroy {a}")).collect::<Vec<_>>().join(" "))]
+    ProtectedMany(Vec<String>),
     #[error("--{flag} {address}: no such resource in the stack or state")]
     UnknownAddress { flag: &'static str, address: String },
     #[error("the saved plan was made against state serial {planned}, but state is now at serial {current}; make a new plan")]
@@ -499,11 +501,18 @@ pub async fn plan(
         }
     }
 
-    for c in changes.values() {
-        if matches!(c.action, Action::Delete | Action::Replace)
-            && c.protected
-            && !opts.allow_destroy.contains(&c.address)
-        {
+    // Every protected resource the plan would lose, named at once.
+    let refused: Vec<&ResourceChange> = changes
+        .values()
+        .filter(|c| {
+            matches!(c.action, Action::Delete | Action::Replace)
+                && c.protected
+                && !opts.allow_destroy.contains(&c.address)
+        })
+        .collect();
+    match refused.as_slice() {
+        [] => {}
+        [c] => {
             return Err(PlanError::Protected {
                 address: c.address.clone(),
                 action: if c.action == Action::Delete {
@@ -512,7 +521,12 @@ pub async fn plan(
                     "replace"
                 }
                 .into(),
-            });
+            })
+        }
+        many => {
+            return Err(PlanError::ProtectedMany(
+                many.iter().map(|c| c.address.clone()).collect(),
+            ))
         }
     }
 
