@@ -155,8 +155,8 @@ fn steps(plan: &Plan) -> Vec<Step> {
         .map(|r| (r.address.as_str(), r))
         .collect();
     let get = |addr: &str, op: Op| index.get(&(addr.to_string(), op)).copied();
-    for i in 0..steps.len() {
-        let (addr, op) = (steps[i].address.clone(), steps[i].op);
+    for (i, step) in steps.iter_mut().enumerate() {
+        let (addr, op) = (step.address.clone(), step.op);
         let Some(r) = by_addr.get(addr.as_str()) else {
             continue;
         };
@@ -187,7 +187,7 @@ fn steps(plan: &Plan) -> Vec<Step> {
             }
         }
         after.remove(&i);
-        steps[i].after = after.into_iter().collect();
+        step.after = after.into_iter().collect();
     }
     steps
 }
