@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod inventory;
+pub mod network;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};

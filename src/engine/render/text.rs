@@ -117,7 +117,14 @@ fn resource(out: &mut String, r: &ResourceChange) {
                 if before.contains('\n') || after.contains('\n') {
                     let _ = writeln!(out, "      ~ {}:{tail}", c.name);
                     let diff = TextDiff::from_lines(&before, &after);
-                    for line in diff.unified_diff().context_radius(2).to_string().lines() {
+                    // Rendered values never end in a newline; similar's
+                    // "\ No newline at end of file" would only be noise.
+                    let unified = diff
+                        .unified_diff()
+                        .context_radius(2)
+                        .missing_newline_hint(false)
+                        .to_string();
+                    for line in unified.lines() {
                         if line.starts_with("@@") {
                             continue;
                         }
@@ -146,5 +153,57 @@ fn attr_line(out: &mut String, sym: &str, key: &str, width: usize, value: &str) 
     let _ = writeln!(out, "      {sym} {key:<width$} = {first}");
     for l in lines {
         let _ = writeln!(out, "        {:<width$}   {l}", "");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::diff::AttrChange;
+    use crate::engine::plan::PLAN_FORMAT;
+
+    fn tag_update() -> Plan {
+        Plan {
+            format_version: PLAN_FORMAT,
+            stack: "s".into(),
+            env: "prod".into(),
+            lineage: Some("l".into()),
+            serial: 3,
+            destroy: false,
+            resources: vec![ResourceChange {
+                address: "vpc".into(),
+                kind: "aws_vpc".into(),
+                action: Action::Update,
+                id: Some("vpc-1".into()),
+                changes: vec![AttrChange {
+                    name: "tags".into(),
+                    before: Some(json!({"Name": "a", "Project": "p"})),
+                    after: json!({"Name": "a", "Project": "q"}),
+                    forces_replacement: false,
+                    source: Source::Code,
+                }],
+                before: None,
+                after: None,
+                config: None,
+                prior_outputs: Default::default(),
+                deps: vec![],
+                prior_deps: vec![],
+                protected: false,
+                adopted: false,
+                reason: None,
+            }],
+            data: Default::default(),
+            outputs: Default::default(),
+        }
+    }
+
+    #[test]
+    fn multi_line_diff_has_no_missing_newline_marker() {
+        let text = render(&tag_update());
+        assert!(text.contains("-  \"Project\": \"p\""), "{text}");
+        assert!(text.contains("+  \"Project\": \"q\""), "{text}");
+        assert!(!text.contains("No newline at end of file"), "{text}");
     }
 }
