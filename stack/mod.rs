@@ -11,15 +11,22 @@ pub mod guardrails;
 
 use std::collections::BTreeMap;
 
+use crate::aws::caller_identity::CallerIdentity;
+use crate::aws::iam_instance_profile::IamInstanceProfile;
+use crate::aws::iam_policy::{PolicyDocument, Statement};
+use crate::aws::iam_role::IamRole;
+use crate::aws::iam_role_policy::IamRolePolicy;
+use crate::aws::iam_role_policy_attachment::{IamRolePolicyAttachment, SSM_MANAGED_INSTANCE_CORE};
 use crate::aws::internet_gateway::InternetGateway;
 use crate::aws::route_table::{Route, RouteTable};
 use crate::aws::route_table_association::RouteTableAssociation;
+use crate::aws::secretsmanager_secret::Secret;
 use crate::aws::security_group::SecurityGroup;
 use crate::aws::security_group_rules::{Rule, SecurityGroupRules};
 use crate::aws::subnet::Subnet;
 use crate::aws::tags::Tags;
 use crate::aws::vpc::Vpc;
-use crate::engine::resource::Stack;
+use crate::engine::resource::{Handle, Stack};
 use env::Env;
 
 /// Ports the manager scrapes on workers, and workers push to on the manager.
@@ -139,12 +146,149 @@ pub fn stack(env: &Env) -> Stack {
         },
     );
 
+    // IAM: what the worker and the manager may do (section below).
+    let iam = iam(&mut s, env);
+
     s.output("vpc_id", vpc.id());
     s.output("worker_subnet_id", workers_subnet.id());
     s.output("manager_subnet_id", manager_subnet.id());
     s.output("worker_security_group_id", worker_sg.id());
     s.output("manager_security_group_id", manager_sg.id());
+    s.output("worker_role_arn", iam.worker_role.arn());
+    s.output("manager_role_arn", iam.manager_role.arn());
     s
+}
+
+// ---------------------------------------------------------------------------
+// IAM (platform.md §1): a role, an inline policy, SSM core and an instance
+// profile for the worker and for the manager. Nothing here allows `*`
+// actions, and only EC2 service discovery may use `Resource: *`
+// (guardrails/iam.rs). The two secrets are created by hand: they are data
+// sources, so a plan fails at once if one is missing, and only their ARNs
+// are ever read.
+// ---------------------------------------------------------------------------
+
+/// The IAM handles the rest of the stack references.
+pub struct Iam {
+    pub worker_role: Handle<IamRole>,
+    pub worker_profile: Handle<IamInstanceProfile>,
+    pub manager_role: Handle<IamRole>,
+    pub manager_profile: Handle<IamInstanceProfile>,
+}
+
+fn iam(s: &mut Stack, env: &Env) -> Iam {
+    let n = |suffix: &str| format!("{}-{suffix}", env.name);
+    let tags = |name: String| tags(env, name);
+    let me = s.add_data("caller_identity", CallerIdentity {});
+    let claude_secret = s.add_data(
+        "secret.claude_credentials",
+        Secret {
+            name: format!("{}/claude-credentials", env.name),
+        },
+    );
+    let github_secret = s.add_data(
+        "secret.github_app",
+        Secret {
+            name: format!("{}/github-app", env.name),
+        },
+    );
+    // ARNs that follow from names, so the policies need not wait for (or
+    // depend on) the table and the log group.
+    let runs_table = me.arn("dynamodb", &format!("table/{}", env.runs_table()));
+    let log_streams = me.arn("logs", &format!("log-group:{}:*", env.log_group()));
+
+    let worker_role = s.add(
+        "iam_role.worker",
+        IamRole {
+            name: n("worker-role"),
+            assume_role_policy: PolicyDocument::trust_service("ec2.amazonaws.com"),
+            tags: tags(n("worker-role")),
+        },
+    );
+    let worker_profile = s.add(
+        "iam_instance_profile.worker",
+        IamInstanceProfile {
+            name: n("worker-profile"),
+            role: worker_role.name(),
+            tags: tags(n("worker-profile")),
+        },
+    );
+    s.add(
+        "iam_role_policy.worker",
+        IamRolePolicy {
+            role: worker_role.name(),
+            name: n("worker-inline"),
+            policy: PolicyDocument::new(vec![
+                Statement::allow(["secretsmanager:GetSecretValue"])
+                    .on(claude_secret.arn_pattern())
+                    .on(github_secret.arn_pattern()),
+                // A worker may terminate only instances wearing its own profile.
+                Statement::allow(["ec2:TerminateInstances"])
+                    .on(me.arn("ec2", "instance/*"))
+                    .when("ArnEquals", "ec2:InstanceProfile", worker_profile.arn()),
+                Statement::allow([
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ])
+                .on(log_streams),
+                Statement::allow(["dynamodb:GetItem", "dynamodb:UpdateItem"])
+                    .on(runs_table.clone()),
+            ]),
+        },
+    );
+    s.add(
+        "iam_role_policy_attachment.worker_ssm",
+        IamRolePolicyAttachment {
+            role: worker_role.name(),
+            policy_arn: SSM_MANAGED_INSTANCE_CORE.into(),
+        },
+    );
+
+    let manager_role = s.add(
+        "iam_role.manager",
+        IamRole {
+            name: n("manager-role"),
+            assume_role_policy: PolicyDocument::trust_service("ec2.amazonaws.com"),
+            tags: tags(n("manager-role")),
+        },
+    );
+    let manager_profile = s.add(
+        "iam_instance_profile.manager",
+        IamInstanceProfile {
+            name: n("manager-profile"),
+            role: manager_role.name(),
+            tags: tags(n("manager-profile")),
+        },
+    );
+    s.add(
+        "iam_role_policy.manager",
+        IamRolePolicy {
+            role: manager_role.name(),
+            name: n("manager-inline"),
+            policy: PolicyDocument::new(vec![
+                Statement::allow(["secretsmanager:GetSecretValue"]).on(github_secret.arn_pattern()),
+                // Prometheus EC2 service discovery: describe calls take no ARN.
+                Statement::allow(["ec2:DescribeInstances", "ec2:DescribeAvailabilityZones"])
+                    .on("*"),
+                // The run-history exporter.
+                Statement::allow(["dynamodb:Scan"]).on(runs_table),
+            ]),
+        },
+    );
+    s.add(
+        "iam_role_policy_attachment.manager_ssm",
+        IamRolePolicyAttachment {
+            role: manager_role.name(),
+            policy_arn: SSM_MANAGED_INSTANCE_CORE.into(),
+        },
+    );
+    Iam {
+        worker_role,
+        worker_profile,
+        manager_role,
+        manager_profile,
+    }
 }
 
 /// `Name`, the environment's common tags, and `ManagedBy=devstack`.
