@@ -6,6 +6,8 @@
 //! means what it says.
 #![allow(dead_code)]
 
+pub mod seed;
+
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
