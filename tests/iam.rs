@@ -313,6 +313,158 @@ async fn an_out_of_band_inline_policy_change_is_drift_that_apply_repairs() {
 }
 
 #[tokio::test]
+async fn out_of_band_changes_to_trust_tags_attachments_and_profiles_are_repaired() {
+    let (moto, dir, iam) = applied().await;
+    let role = format!("{NAME}-manager-role");
+    let profile = format!("{NAME}-manager-profile");
+    // Someone widens the trust, drops a tag, detaches SSM and empties the profile.
+    iam.update_assume_role_policy()
+        .role_name(&role)
+        .policy_document(
+            json!({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+                "Principal": {"Service": ["ec2.amazonaws.com", "lambda.amazonaws.com"]},
+                "Action": "sts:AssumeRole"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    iam.untag_role()
+        .role_name(&role)
+        .tag_keys("Project")
+        .send()
+        .await
+        .unwrap();
+    iam.detach_role_policy()
+        .role_name(&role)
+        .policy_arn(SSM_CORE)
+        .send()
+        .await
+        .unwrap();
+    iam.remove_role_from_instance_profile()
+        .instance_profile_name(&profile)
+        .role_name(&role)
+        .send()
+        .await
+        .unwrap();
+
+    let (code, out) = plan_code(&moto, dir.path());
+    assert_eq!(code, 2, "{out}");
+    for what in [
+        "iam_role.manager",
+        "lambda.amazonaws.com",
+        "iam_role_policy_attachment.manager_ssm",
+        "iam_instance_profile.manager",
+    ] {
+        assert!(out.contains(what), "the plan must show {what}:\n{out}");
+    }
+
+    apply(&moto, dir.path());
+    let r = iam.get_role().role_name(&role).send().await.unwrap();
+    let r = r.role().unwrap();
+    let trust = decode(r.assume_role_policy_document().unwrap());
+    assert_eq!(
+        trust["Statement"][0]["Principal"]["Service"],
+        json!(["ec2.amazonaws.com"])
+    );
+    assert!(tags_of(r.tags()).contains(&("Project".into(), NAME.into())));
+    let attached = iam
+        .list_attached_role_policies()
+        .role_name(&role)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(attached.attached_policies().len(), 1);
+    let p = iam
+        .get_instance_profile()
+        .instance_profile_name(&profile)
+        .send()
+        .await
+        .unwrap();
+    let roles: Vec<&str> = p
+        .instance_profile()
+        .unwrap()
+        .roles()
+        .iter()
+        .map(|r| r.role_name())
+        .collect();
+    assert_eq!(roles, vec![role.as_str()]);
+    let (code, out) = plan_code(&moto, dir.path());
+    assert_eq!(code, 0, "{out}");
+}
+
+#[tokio::test]
+async fn data_sources_read_identity_parameters_and_secret_arns_but_never_secret_values() {
+    use devstack::engine::provider::Provider;
+    let moto = Moto::start();
+    let cfg = moto.sdk_config().await;
+    seed_platform_prereqs(&cfg).await;
+    let provider = devstack::aws::AwsProvider::new(&cfg);
+    let read = |kind: &'static str, query: Value| {
+        let k = provider.data_kind(kind).expect("a registered data kind");
+        async move { k.read(&query).await }
+    };
+
+    let me = read("aws_caller_identity", json!({})).await.unwrap();
+    assert_eq!(me["partition"], json!("aws"));
+    assert_eq!(me["region"], json!("us-east-2"));
+    assert!(me["account_id"].as_str().is_some_and(|a| a.len() == 12));
+
+    // The seeded AMI parameters name AMIs that exist, of the right architecture.
+    let ec2 = aws_sdk_ec2::Client::new(&cfg);
+    for (arch, name) in common::seed::AMI_PARAMETERS {
+        let p = read("aws_ssm_parameter", json!({ "name": name }))
+            .await
+            .unwrap();
+        let ami = p["value"].as_str().unwrap().to_string();
+        let images = ec2.describe_images().image_ids(&ami).send().await.unwrap();
+        let image = images.images().first().expect("the AMI exists");
+        assert_eq!(
+            image.architecture().map(|a| a.as_str()),
+            Some(arch),
+            "{name}"
+        );
+    }
+    // A SecureString is refused rather than decrypted.
+    aws_sdk_ssm::Client::new(&cfg)
+        .put_parameter()
+        .name("/devstack/test/secure")
+        .value(SECRET_VALUE_MARK)
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .unwrap();
+    let err = read(
+        "aws_ssm_parameter",
+        json!({"name": "/devstack/test/secure"}),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.message.contains("SecureString"), "{err}");
+    assert!(!err.message.contains(SECRET_VALUE_MARK));
+
+    let secret = read(
+        "aws_secretsmanager_secret",
+        json!({ "name": format!("{NAME}/github-app") }),
+    )
+    .await
+    .unwrap();
+    let account = me["account_id"].as_str().unwrap();
+    assert_eq!(
+        secret["arn_pattern"],
+        json!(format!(
+            "arn:aws:secretsmanager:us-east-2:{account}:secret:{NAME}/github-app-*"
+        ))
+    );
+    assert!(secret["arn"].as_str().unwrap().starts_with(&format!(
+        "arn:aws:secretsmanager:us-east-2:{account}:secret:{NAME}/github-app-"
+    )));
+    assert!(!serde_json::to_string(&secret)
+        .unwrap()
+        .contains(SECRET_VALUE_MARK));
+}
+
+#[tokio::test]
 async fn a_missing_secret_fails_the_plan_with_one_clear_line_and_builds_nothing() {
     let moto = Moto::start();
     let cfg = moto.sdk_config().await;
