@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::errors::{code, provider_error};
-use super::iam_role::{from_iam, iam_tags, tag_changes, RoleName};
+use super::iam_role::{from_iam, iam_tags, tag_changes, while_propagating, RoleName};
 use super::tags::Tags;
 use crate::engine::provider::*;
 use crate::engine::resource::{Handle, Ref, Resource};
@@ -112,13 +112,15 @@ impl IamInstanceProfileKind {
     }
 
     async fn add_role(&self, profile: &str, role: &str) -> ProviderResult<()> {
-        self.iam
-            .add_role_to_instance_profile()
-            .instance_profile_name(profile)
-            .role_name(role)
-            .send()
-            .await
-            .map_err(|e| provider_error("AddRoleToInstanceProfile", e))?;
+        while_propagating(|| {
+            self.iam
+                .add_role_to_instance_profile()
+                .instance_profile_name(profile)
+                .role_name(role)
+                .send()
+        })
+        .await
+        .map_err(|e| provider_error("AddRoleToInstanceProfile", e))?;
         Ok(())
     }
 

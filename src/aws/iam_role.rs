@@ -8,8 +8,11 @@
 //! compared in canonical form ([`super::iam_policy`]).
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_iam::types::{Role, Tag};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -113,6 +116,33 @@ pub(super) fn tag_changes(
         })
         .collect::<ProviderResult<Vec<Tag>>>()?;
     Ok((remove, set))
+}
+
+/// How long a call that names a just-created role keeps retrying while
+/// IAM still answers NoSuchEntity for it.
+const PROPAGATION: Duration = Duration::from_secs(30);
+
+/// Runs `call` until it stops failing with NoSuchEntity or [`PROPAGATION`]
+/// has passed. IAM is eventually consistent: right after CreateRole, a
+/// PutRolePolicy, AttachRolePolicy or AddRoleToInstanceProfile naming the
+/// role can be refused for a few seconds (the SDK does not retry that).
+pub(super) async fn while_propagating<T, E, R, F, Fut>(mut call: F) -> Result<T, SdkError<E, R>>
+where
+    E: ProvideErrorMetadata,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SdkError<E, R>>>,
+{
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(500);
+    loop {
+        match call().await {
+            Err(e) if code(&e) == Some("NoSuchEntity") && started.elapsed() < PROPAGATION => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn live(role: &Role) -> ProviderResult<Live> {

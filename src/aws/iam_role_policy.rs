@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::errors::{code, provider_error};
 use super::iam_policy::{self, PolicyDocument};
-use super::iam_role::RoleName;
+use super::iam_role::{while_propagating, RoleName};
 use crate::engine::provider::*;
 use crate::engine::resource::{Ref, Resource};
 
@@ -108,14 +108,17 @@ impl IamRolePolicyKind {
     }
 
     async fn put(&self, want: &Attrs) -> ProviderResult<()> {
-        self.iam
-            .put_role_policy()
-            .role_name(&want.role)
-            .policy_name(&want.name)
-            .policy_document(want.policy.to_string())
-            .send()
-            .await
-            .map_err(|e| provider_error("PutRolePolicy", e))?;
+        let doc = want.policy.to_string();
+        while_propagating(|| {
+            self.iam
+                .put_role_policy()
+                .role_name(&want.role)
+                .policy_name(&want.name)
+                .policy_document(&doc)
+                .send()
+        })
+        .await
+        .map_err(|e| provider_error("PutRolePolicy", e))?;
         Ok(())
     }
 }

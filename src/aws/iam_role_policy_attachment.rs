@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::errors::{code, provider_error};
-use super::iam_role::RoleName;
+use super::iam_role::{while_propagating, RoleName};
 use crate::engine::provider::*;
 use crate::engine::resource::{Ref, Resource};
 
@@ -153,13 +153,15 @@ impl Kind for IamRolePolicyAttachmentKind {
 
     async fn create(&self, _meta: &Meta, _address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        self.iam
-            .attach_role_policy()
-            .role_name(&want.role)
-            .policy_arn(&want.policy_arn)
-            .send()
-            .await
-            .map_err(|e| provider_error("AttachRolePolicy", e))?;
+        while_propagating(|| {
+            self.iam
+                .attach_role_policy()
+                .role_name(&want.role)
+                .policy_arn(&want.policy_arn)
+                .send()
+        })
+        .await
+        .map_err(|e| provider_error("AttachRolePolicy", e))?;
         Ok(live_of(&want.role, &want.policy_arn))
     }
 
