@@ -35,13 +35,15 @@ pub struct Env {
     pub manager_subnet_cidr: String,
     pub worker_instance_type: String,
     pub manager_instance_type: String,
-    /// The workers' image (Amazon Linux 2023, x86_64). A pinned id until
-    /// the SSM parameter data source resolves the latest one at plan time.
-    pub worker_ami: String,
-    /// The manager's image (Amazon Linux 2023, arm64). Changing it changes
-    /// nothing by itself: the manager moves to it only with
-    /// `--replace instance.manager`.
-    pub manager_ami: String,
+    /// Pin the workers' image; unset, the latest Amazon Linux 2023 x86_64
+    /// AMI is read from AWS's public SSM parameter on every plan.
+    #[serde(default)]
+    pub worker_ami: Option<String>,
+    /// Pin the manager's image; unset, the latest Amazon Linux 2023 arm64
+    /// AMI. A different AMI changes nothing by itself: the manager moves to
+    /// it only with `--replace instance.manager`.
+    #[serde(default)]
+    pub manager_ami: Option<String>,
     pub manager_volume_size_gib: i32,
     /// Days the workers' log group keeps events.
     #[serde(default = "default_log_retention_days")]

@@ -14,23 +14,31 @@ pub mod guardrails;
 
 use std::collections::BTreeMap;
 
+use crate::aws::caller_identity::CallerIdentity;
 use crate::aws::dynamodb_table::{BillingMode, DynamoDbTable, KeyAttribute};
 use crate::aws::ebs_volume::EbsVolume;
 use crate::aws::eip::Eip;
 use crate::aws::eip_association::EipAssociation;
+use crate::aws::iam_instance_profile::IamInstanceProfile;
+use crate::aws::iam_policy::{PolicyDocument, Statement};
+use crate::aws::iam_role::IamRole;
+use crate::aws::iam_role_policy::IamRolePolicy;
+use crate::aws::iam_role_policy_attachment::{IamRolePolicyAttachment, SSM_MANAGED_INSTANCE_CORE};
 use crate::aws::instance::{Ami, Instance, InstanceProfile, MetadataOptions};
 use crate::aws::internet_gateway::InternetGateway;
 use crate::aws::launch_template::LaunchTemplate;
 use crate::aws::log_group::LogGroup;
 use crate::aws::route_table::{Route, RouteTable};
 use crate::aws::route_table_association::RouteTableAssociation;
+use crate::aws::secretsmanager_secret::Secret;
 use crate::aws::security_group::SecurityGroup;
+use crate::aws::ssm_parameter::SsmParameter;
 use crate::aws::security_group_rules::{Rule, SecurityGroupRules};
 use crate::aws::subnet::Subnet;
 use crate::aws::tags::Tags;
 use crate::aws::volume_attachment::VolumeAttachment;
 use crate::aws::vpc::Vpc;
-use crate::engine::resource::Stack;
+use crate::engine::resource::{Handle, Stack};
 use env::Env;
 
 /// Ports the manager scrapes on workers, and workers push to on the manager.
@@ -173,6 +181,9 @@ pub fn stack(env: &Env) -> Stack {
         },
     );
 
+    // IAM: what the worker and the manager may do (section below).
+    let iam = iam(&mut s, env);
+
     // ---------------------------------------------------------------------
     // Data: the run registry and the workers' logs. The runs table holds
     // the fleet's locks and its whole run history (platform.md §3): it is
@@ -204,15 +215,15 @@ pub fn stack(env: &Env) -> Stack {
     // volume (all history) and the address (a DNS record points at it)
     // outlive any one manager: both are protected, and a replaced manager
     // gets them back through the attachment and the association.
-    // Instance profiles are referenced by their deterministic names until
-    // the IAM kinds land.
+    let worker_ami = ami(&mut s, "worker", &env.worker_ami, "x86_64");
+    let manager_ami = ami(&mut s, "manager", &env.manager_ami, "arm64");
     let launch_template = s.add(
         "launch_template.worker",
         LaunchTemplate {
             name: n("worker"),
-            image: Ami::from(env.worker_ami.clone()),
+            image: worker_ami,
             instance_type: env.worker_instance_type.clone(),
-            iam_instance_profile: InstanceProfile::from(n("worker-profile")),
+            iam_instance_profile: InstanceProfile::from(iam.worker_profile.name()),
             subnet: workers_subnet.id(),
             security_groups: vec![worker_sg.id()],
             associate_public_ip: true,
@@ -225,11 +236,11 @@ pub fn stack(env: &Env) -> Stack {
     let manager = s.add(
         "instance.manager",
         Instance {
-            ami: Ami::from(env.manager_ami.clone()),
+            ami: manager_ami,
             instance_type: env.manager_instance_type.clone(),
             subnet: manager_subnet.id(),
             security_groups: vec![manager_sg.id()],
-            iam_instance_profile: InstanceProfile::from(n("manager-profile")),
+            iam_instance_profile: InstanceProfile::from(iam.manager_profile.name()),
             // Containers reach IMDS through the docker bridge: one more hop.
             metadata: MetadataOptions::imdsv2_only(2),
             user_data: MANAGER_USER_DATA.to_string(),
@@ -274,7 +285,28 @@ pub fn stack(env: &Env) -> Stack {
     s.output("manager_instance_id", manager.id());
     s.output("manager_public_ip", manager_eip.public_ip());
     s.output("manager_private_ip", manager.private_ip());
+    s.output("worker_role_arn", iam.worker_role.arn());
+    s.output("manager_role_arn", iam.manager_role.arn());
     s
+}
+
+/// The image: a pinned AMI when the environment sets one, else the latest
+/// Amazon Linux 2023 for `arch`, read from AWS's public SSM parameter on
+/// every plan (the manager ignores AMI drift, so a newer image never
+/// replaces it by accident; the launch template takes it as a new version).
+fn ami(s: &mut Stack, name: &str, pinned: &Option<String>, arch: &str) -> Ami {
+    match pinned {
+        Some(id) => Ami::from(id.clone()),
+        None => {
+            let param = s.add_data(
+                &format!("ami.{name}"),
+                SsmParameter {
+                    name: format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"),
+                },
+            );
+            Ami::from(param.ami_id())
+        }
+    }
 }
 
 /// The launch template's base script (dispatch always replaces it).
@@ -287,6 +319,138 @@ fn worker_base_user_data(env: &Env) -> String {
             "#!/bin/bash\necho {} >&2\npoweroff\n",
             crate::worker::userdata::shell_quote(&format!("devstack: no base user data: {e}"))
         ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// IAM (platform.md §1): a role, an inline policy, SSM core and an instance
+// profile for the worker and for the manager. Nothing here allows `*`
+// actions, and only EC2 service discovery may use `Resource: *`
+// (guardrails/iam.rs). The two secrets are created by hand: they are data
+// sources, so a plan fails at once if one is missing, and only their ARNs
+// are ever read.
+// ---------------------------------------------------------------------------
+
+/// The IAM handles the rest of the stack references.
+pub struct Iam {
+    pub worker_role: Handle<IamRole>,
+    pub worker_profile: Handle<IamInstanceProfile>,
+    pub manager_role: Handle<IamRole>,
+    pub manager_profile: Handle<IamInstanceProfile>,
+}
+
+fn iam(s: &mut Stack, env: &Env) -> Iam {
+    let n = |suffix: &str| format!("{}-{suffix}", env.name);
+    let tags = |name: String| tags(env, name);
+    let me = s.add_data("caller_identity", CallerIdentity {});
+    let claude_secret = s.add_data(
+        "secret.claude_credentials",
+        Secret {
+            name: format!("{}/claude-credentials", env.name),
+        },
+    );
+    let github_secret = s.add_data(
+        "secret.github_app",
+        Secret {
+            name: format!("{}/github-app", env.name),
+        },
+    );
+    // ARNs that follow from names, so the policies need not wait for (or
+    // depend on) the table and the log group.
+    let runs_table = me.arn("dynamodb", &format!("table/{}", env.runs_table()));
+    let log_streams = me.arn("logs", &format!("log-group:{}:*", env.log_group()));
+
+    let worker_role = s.add(
+        "iam_role.worker",
+        IamRole {
+            name: n("worker-role"),
+            assume_role_policy: PolicyDocument::trust_service("ec2.amazonaws.com"),
+            tags: tags(n("worker-role")),
+        },
+    );
+    let worker_profile = s.add(
+        "iam_instance_profile.worker",
+        IamInstanceProfile {
+            name: n("worker-profile"),
+            role: worker_role.name(),
+            tags: tags(n("worker-profile")),
+        },
+    );
+    s.add(
+        "iam_role_policy.worker",
+        IamRolePolicy {
+            role: worker_role.name(),
+            name: n("worker-inline"),
+            policy: PolicyDocument::new(vec![
+                Statement::allow(["secretsmanager:GetSecretValue"])
+                    .on(claude_secret.arn_pattern())
+                    .on(github_secret.arn_pattern()),
+                // A worker may terminate only instances wearing its own profile.
+                Statement::allow(["ec2:TerminateInstances"])
+                    .on(me.arn("ec2", "instance/*"))
+                    .when("ArnEquals", "ec2:InstanceProfile", worker_profile.arn()),
+                Statement::allow([
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ])
+                .on(log_streams),
+                Statement::allow(["dynamodb:GetItem", "dynamodb:UpdateItem"])
+                    .on(runs_table.clone()),
+            ]),
+        },
+    );
+    s.add(
+        "iam_role_policy_attachment.worker_ssm",
+        IamRolePolicyAttachment {
+            role: worker_role.name(),
+            policy_arn: SSM_MANAGED_INSTANCE_CORE.into(),
+        },
+    );
+
+    let manager_role = s.add(
+        "iam_role.manager",
+        IamRole {
+            name: n("manager-role"),
+            assume_role_policy: PolicyDocument::trust_service("ec2.amazonaws.com"),
+            tags: tags(n("manager-role")),
+        },
+    );
+    let manager_profile = s.add(
+        "iam_instance_profile.manager",
+        IamInstanceProfile {
+            name: n("manager-profile"),
+            role: manager_role.name(),
+            tags: tags(n("manager-profile")),
+        },
+    );
+    s.add(
+        "iam_role_policy.manager",
+        IamRolePolicy {
+            role: manager_role.name(),
+            name: n("manager-inline"),
+            policy: PolicyDocument::new(vec![
+                Statement::allow(["secretsmanager:GetSecretValue"]).on(github_secret.arn_pattern()),
+                // Prometheus EC2 service discovery: describe calls take no ARN.
+                Statement::allow(["ec2:DescribeInstances", "ec2:DescribeAvailabilityZones"])
+                    .on("*"),
+                // The run-history exporter.
+                Statement::allow(["dynamodb:Scan"]).on(runs_table),
+            ]),
+        },
+    );
+    s.add(
+        "iam_role_policy_attachment.manager_ssm",
+        IamRolePolicyAttachment {
+            role: manager_role.name(),
+            policy_arn: SSM_MANAGED_INSTANCE_CORE.into(),
+        },
+    );
+    Iam {
+        worker_role,
+        worker_profile,
+        manager_role,
+        manager_profile,
     }
 }
 

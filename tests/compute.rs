@@ -23,20 +23,12 @@ struct Platform {
 }
 
 impl Platform {
-    /// Starts moto, creates what the IAM kinds will own later (the two
-    /// instance profiles: moto's RunInstances refuses an unknown profile,
-    /// as AWS does), and applies the whole stack.
+    /// Starts moto, seeds what operators create by hand (the secrets), and
+    /// applies the whole stack.
     async fn applied() -> Platform {
         let moto = Moto::start();
         let config = moto.sdk_config().await;
-        let iam = aws_sdk_iam::Client::new(&config);
-        for profile in ["worker-profile", "manager-profile"] {
-            iam.create_instance_profile()
-                .instance_profile_name(format!("{NAME}-{profile}"))
-                .send()
-                .await
-                .expect("create instance profile");
-        }
+        common::seed::seed_platform_prereqs(&config).await;
         let p = Platform {
             ec2: aws_sdk_ec2::Client::new(&config),
             moto,
@@ -66,12 +58,18 @@ impl Platform {
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("stack/prod.toml"))
                 .expect("stack/prod.toml");
         for (key, value) in replace {
-            let line = text
-                .lines()
-                .find(|l| l.starts_with(&format!("{key} =")))
-                .unwrap_or_else(|| panic!("prod.toml has no {key}"))
-                .to_string();
-            text = text.replace(&line, &format!("{key} = {value}"));
+            match text.lines().find(|l| l.starts_with(&format!("{key} ="))) {
+                Some(line) => {
+                    let line = line.to_string();
+                    text = text.replace(&line, &format!("{key} = {value}"));
+                }
+                // Optional settings are absent from prod.toml: add them
+                // before the first table so they stay top-level keys.
+                None => {
+                    let at = text.find("\n[").map(|i| i + 1).unwrap_or(text.len());
+                    text.insert_str(at, &format!("{key} = {value}\n"));
+                }
+            }
         }
         let envs = self.dir.path().join("envs");
         std::fs::create_dir_all(&envs).expect("envs dir");
@@ -254,7 +252,18 @@ async fn apply_creates_the_compute_stack_and_the_next_plan_is_a_no_op() {
         .iam_instance_profile()
         .and_then(|p| p.arn())
         .is_some_and(|a| a.ends_with(&format!("/{NAME}-manager-profile"))));
-    assert_eq!(manager.image_id(), Some("ami-0857189c7373017e0"));
+    // The latest AL2023 arm64 image, as AWS's public parameter names it.
+    let ssm = aws_sdk_ssm::Client::new(&p.moto.sdk_config().await);
+    let latest = ssm
+        .get_parameter()
+        .name("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64")
+        .send()
+        .await
+        .expect("AMI parameter");
+    assert_eq!(
+        manager.image_id(),
+        latest.parameter().and_then(|p| p.value())
+    );
     assert_eq!(
         p.output("manager_private_ip").as_str(),
         manager.private_ip_address().unwrap_or("none")

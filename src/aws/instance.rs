@@ -45,10 +45,7 @@ pub struct InstanceId;
 pub struct PrivateIp;
 /// Marker for AMI ids (what an SSM parameter data source resolves to).
 pub struct AmiId;
-/// Marker for an IAM instance profile's name.
-pub struct InstanceProfileName;
-/// Marker for an IAM instance profile's ARN.
-pub struct InstanceProfileArn;
+pub use super::iam_instance_profile::{InstanceProfileArn, InstanceProfileName};
 
 /// The image to boot: a literal AMI id (a setting) or a reference to a
 /// value only known at plan time (a data source). Both resolve to a string.

@@ -9,20 +9,28 @@ use std::sync::Arc;
 
 use crate::engine::provider::{DataKind, Kind, Provider};
 
+pub mod caller_identity;
 pub mod clients;
 pub mod dynamodb_table;
 pub mod ebs_volume;
 pub mod eip;
 pub mod eip_association;
 pub mod errors;
+pub mod iam_instance_profile;
+pub mod iam_policy;
+pub mod iam_role;
+pub mod iam_role_policy;
+pub mod iam_role_policy_attachment;
 pub mod instance;
 pub mod internet_gateway;
 pub mod launch_template;
 pub mod log_group;
 pub mod route_table;
 pub mod route_table_association;
+pub mod secretsmanager_secret;
 pub mod security_group;
 pub mod security_group_rules;
+pub mod ssm_parameter;
 pub mod subnet;
 pub mod tags;
 pub mod volume_attachment;
@@ -37,6 +45,7 @@ pub struct AwsProvider {
 impl AwsProvider {
     pub fn new(config: &aws_config::SdkConfig) -> AwsProvider {
         let ec2 = aws_sdk_ec2::Client::new(config);
+        let iam = aws_sdk_iam::Client::new(config);
         let kinds: Vec<Arc<dyn Kind>> = vec![
             Arc::new(vpc::VpcKind { ec2: ec2.clone() }),
             Arc::new(subnet::SubnetKind { ec2: ec2.clone() }),
@@ -57,8 +66,22 @@ impl AwsProvider {
             Arc::new(log_group::LogGroupKind {
                 logs: aws_sdk_cloudwatchlogs::Client::new(config),
             }),
+            Arc::new(iam_role::IamRoleKind { iam: iam.clone() }),
+            Arc::new(iam_role_policy::IamRolePolicyKind { iam: iam.clone() }),
+            Arc::new(iam_role_policy_attachment::IamRolePolicyAttachmentKind { iam: iam.clone() }),
+            Arc::new(iam_instance_profile::IamInstanceProfileKind { iam }),
         ];
-        let data: Vec<Arc<dyn DataKind>> = vec![];
+        let data: Vec<Arc<dyn DataKind>> = vec![
+            Arc::new(caller_identity::CallerIdentityKind {
+                sts: aws_sdk_sts::Client::new(config),
+            }),
+            Arc::new(ssm_parameter::SsmParameterKind {
+                ssm: aws_sdk_ssm::Client::new(config),
+            }),
+            Arc::new(secretsmanager_secret::SecretKind {
+                secrets: aws_sdk_secretsmanager::Client::new(config),
+            }),
+        ];
         AwsProvider {
             kinds: kinds.into_iter().map(|k| (k.name(), k)).collect(),
             data: data.into_iter().map(|k| (k.name(), k)).collect(),

@@ -313,48 +313,69 @@ pub async fn plan(
         data.insert(name, out);
     }
 
-    // Adopt what exists but state does not record (a crashed apply).
+    // Adopt what exists but state does not record (a crashed apply). A
+    // kind found by natural key (an inline policy by role + name) can only
+    // be looked for once what it references is known, so the search runs
+    // in rounds: a round that finds something retries the resources whose
+    // desired body it made more complete. Nothing found, no extra round.
     if !opts.destroy {
-        let known = |addr: &str, out: &str| lookup(&data, &live, addr, out);
-        let mut missing: BTreeMap<&str, Vec<FindRequest>> = BTreeMap::new();
-        for r in &stack.resources {
-            if !live.contains_key(&r.address) {
+        let mut tried: BTreeMap<String, Value> = BTreeMap::new();
+        loop {
+            let known = |addr: &str, out: &str| lookup(&data, &live, addr, out);
+            let mut missing: BTreeMap<&str, Vec<FindRequest>> = BTreeMap::new();
+            for r in &stack.resources {
+                if live.contains_key(&r.address) {
+                    continue;
+                }
+                let desired = match provider.kind(&r.kind) {
+                    Some(k) => k.normalize(resolve(&r.body, &known)),
+                    None => resolve(&r.body, &known),
+                };
+                if tried.get(&r.address) == Some(&desired) {
+                    continue;
+                }
+                tried.insert(r.address.clone(), desired.clone());
                 missing
                     .entry(r.kind.as_str())
                     .or_default()
                     .push(FindRequest {
                         address: r.address.clone(),
-                        desired: match provider.kind(&r.kind) {
-                            Some(k) => k.normalize(resolve(&r.body, &known)),
-                            None => resolve(&r.body, &known),
-                        },
+                        desired,
                     });
             }
-        }
-        let finds = missing.into_iter().map(|(kind, items)| {
-            let k = kind_of(kind);
-            let meta = &meta;
-            async move {
-                let k: Arc<dyn Kind> = k?;
-                let found = k.find(meta, &items).await.map_err(|e| PlanError::Read {
-                    what: format!("{kind} (looking for {})", finds_addresses(&items)),
-                    message: e.message,
-                })?;
-                Ok::<_, PlanError>(
-                    items
-                        .into_iter()
-                        .map(|i| i.address)
-                        .zip(found)
-                        .collect::<Vec<_>>(),
-                )
+            if missing.is_empty() {
+                break;
             }
-        });
-        for batch in join_all(finds).await {
-            for (addr, found) in batch? {
-                if let Some(found) = found {
-                    gone.remove(&addr);
-                    live.insert(addr.clone(), found);
+            let finds = missing.into_iter().map(|(kind, items)| {
+                let k = kind_of(kind);
+                let meta = &meta;
+                async move {
+                    let k: Arc<dyn Kind> = k?;
+                    let found = k.find(meta, &items).await.map_err(|e| PlanError::Read {
+                        what: format!("{kind} (looking for {})", finds_addresses(&items)),
+                        message: e.message,
+                    })?;
+                    Ok::<_, PlanError>(
+                        items
+                            .into_iter()
+                            .map(|i| i.address)
+                            .zip(found)
+                            .collect::<Vec<_>>(),
+                    )
                 }
+            });
+            let mut found_any = false;
+            for batch in join_all(finds).await {
+                for (addr, found) in batch? {
+                    if let Some(found) = found {
+                        gone.remove(&addr);
+                        live.insert(addr.clone(), found);
+                        found_any = true;
+                    }
+                }
+            }
+            if !found_any {
+                break;
             }
         }
     }

@@ -19,6 +19,8 @@ use serde_json::Value;
 pub const REF_KEY: &str = "$ref";
 /// Key of a value that is only known after apply.
 pub const UNKNOWN_KEY: &str = "$unknown";
+/// Key of a string built from literal pieces and references ([`Template`]).
+pub const FORMAT_KEY: &str = "$format";
 
 /// A resource as the stack declares it.
 pub trait Resource: Serialize {
@@ -98,6 +100,49 @@ pub fn unknown_marker(what: &str) -> Value {
     Value::Object(m)
 }
 
+/// A string assembled from literal pieces and references, resolved like a
+/// reference: `arn:aws:logs:<region>:<account>:log-group:/x` where region
+/// and account come from a data source. It serializes to
+/// `{"$format": [piece, ...]}`, so the references inside it are
+/// dependencies like any other; it stays unknown while any piece is.
+#[derive(Debug, Clone, Default)]
+pub struct Template {
+    parts: Vec<Value>,
+}
+
+impl Template {
+    pub fn new() -> Template {
+        Template::default()
+    }
+    /// Appends literal text.
+    pub fn lit(mut self, text: impl Into<String>) -> Template {
+        self.parts.push(Value::String(text.into()));
+        self
+    }
+    /// Appends the (string) value of a reference.
+    pub fn var<T>(mut self, r: &Ref<T>) -> Template {
+        self.parts.push(r.marker());
+        self
+    }
+}
+
+impl Serialize for Template {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut m = serde_json::Map::new();
+        m.insert(FORMAT_KEY.into(), Value::Array(self.parts.clone()));
+        Value::Object(m).serialize(serializer)
+    }
+}
+
+/// If `v` is a template marker, its pieces.
+fn as_template(v: &Value) -> Option<&Vec<Value>> {
+    let obj = v.as_object()?;
+    if obj.len() != 1 {
+        return None;
+    }
+    obj.get(FORMAT_KEY)?.as_array()
+}
+
 /// Every address `body` references.
 pub fn references(body: &Value) -> BTreeSet<String> {
     fn walk(v: &Value, out: &mut BTreeSet<String>) {
@@ -121,6 +166,17 @@ pub fn references(body: &Value) -> BTreeSet<String> {
 pub fn resolve(body: &Value, lookup: &dyn Fn(&str, &str) -> Option<Value>) -> Value {
     if let Some((addr, out)) = as_ref(body) {
         return lookup(addr, out).unwrap_or_else(|| unknown_marker(&format!("{addr}#{out}")));
+    }
+    if let Some(parts) = as_template(body) {
+        let mut text = String::new();
+        for part in parts {
+            match resolve(part, lookup) {
+                Value::String(s) => text.push_str(&s),
+                v if is_unknown(&v) => return v,
+                v => text.push_str(&v.to_string()),
+            }
+        }
+        return Value::String(text);
     }
     match body {
         Value::Object(o) => Value::Object(
@@ -367,6 +423,22 @@ mod tests {
         assert_eq!(out["a"], "net-1");
         assert!(is_unknown(&out["b"]));
         assert!(!is_unknown(&out["a"]));
+    }
+
+    #[test]
+    fn templates_resolve_to_one_string_and_stay_unknown_until_every_piece_is_known() {
+        let mut s = Stack::new("t", "dev");
+        let net = s.add("net", Net { cidr: "a".into() });
+        let t = Template::new()
+            .lit("arn:")
+            .var(&net.output_ref::<NetId>("id"))
+            .lit(":*");
+        let body = serde_json::to_value(&t).unwrap();
+        assert_eq!(references(&body), BTreeSet::from(["net".to_string()]));
+        let known = resolve(&body, &|_, _| Some(Value::from("net-1")));
+        assert_eq!(known, Value::from("arn:net-1:*"));
+        let unknown = resolve(&body, &|_, _| None);
+        assert!(is_unknown(&unknown));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod inventory;
 pub mod network;
+pub mod seed;
 
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};

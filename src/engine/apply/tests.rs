@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::engine::plan::{plan, PlanOptions};
-use crate::engine::provider::{Kind, ProviderResult, ReadRequest, Schema};
+use crate::engine::provider::{FindRequest, Kind, ProviderResult, ReadRequest, Schema};
 use crate::engine::resource::{Handle, Ref, Resource, Stack};
 
 #[derive(Default)]
@@ -19,6 +19,8 @@ struct World {
     items: BTreeMap<String, Value>,
     log: Vec<String>,
     fail_create: Option<String>,
+    /// `find` matches resources by their whole body (a natural key).
+    findable: bool,
 }
 
 #[derive(Clone, Default)]
@@ -46,6 +48,26 @@ impl Kind for TestKind {
                     id: i.id.clone(),
                     attrs: a.clone(),
                     outputs: BTreeMap::from([("id".into(), Value::from(i.id.clone()))]),
+                })
+            })
+            .collect())
+    }
+    async fn find(&self, _m: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
+        let w = self.0.lock().unwrap();
+        Ok(items
+            .iter()
+            .map(|i| {
+                if !w.findable || crate::engine::resource::is_unknown(&i.desired) {
+                    return None;
+                }
+                let (id, attrs) = w
+                    .items
+                    .iter()
+                    .find(|(id, a)| id.starts_with(self.1) && **a == i.desired)?;
+                Some(Live {
+                    id: id.clone(),
+                    attrs: attrs.clone(),
+                    outputs: BTreeMap::from([("id".into(), Value::from(id.clone()))]),
                 })
             })
             .collect())
@@ -181,6 +203,24 @@ async fn apply_from_empty_creates_in_dependency_order_and_journals_each_step() {
         .await
         .unwrap();
     assert!(!again.has_changes(), "second plan is a no-op");
+}
+
+/// Regression: a resource found by natural key (an inline policy by its
+/// role's name) was looked for while what it references was still being
+/// looked for, so it was planned as a create and applied twice.
+#[tokio::test]
+async fn lost_state_adopts_dependents_found_by_what_they_reference() {
+    let p = TestProvider::default();
+    p.0.lock().unwrap().findable = true;
+    let s = stack("10.0.0.0/16", "a", 1);
+    let mut snap = Snapshot::empty("t", "dev");
+    assert!(converge(&p, &s, &mut snap).await.ok());
+    let lost = Snapshot::empty("t", "dev");
+    let pl = plan(&s, Some(&lost), &p, &PlanOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(pl.summary().add, 0, "{:?}", pl.resources);
+    assert_eq!(pl.summary().adopt, 2);
 }
 
 #[tokio::test]
