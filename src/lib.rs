@@ -7,6 +7,7 @@
 //! - [`state`]: where the engine's state lives (DynamoDB or a file), with a lock.
 //! - [`aws`]: the provider, one file per resource kind.
 //! - [`stack`]: the platform itself, typed Rust plus per-environment files.
+//! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod exit;
+pub mod fleet;
 pub mod printer;
 pub mod state;
 
