@@ -8,11 +8,13 @@
 //! - [`aws`]: the provider, one file per resource kind.
 //! - [`stack`]: the platform itself, typed Rust plus per-environment files.
 //! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
+//! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod dispatch;
 pub mod engine;
 pub mod exit;
 pub mod fleet;
