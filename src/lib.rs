@@ -10,13 +10,17 @@
 //! - [`ticket`]: the ticket format, its rules, and the prompts rendered from it.
 //! - [`worker`]: what a worker instance is given at boot (user data, settings).
 //! - [`import`]: adopting what another tool (Terraform) created into state.
+//! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
+//! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod dispatch;
 pub mod engine;
 pub mod exit;
+pub mod fleet;
 pub mod import;
 pub mod printer;
 pub mod state;

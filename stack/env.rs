@@ -59,6 +59,10 @@ pub struct Env {
     pub github_org: String,
     pub docs_repo: String,
     pub public_hostname: String,
+    /// Where workers download the devstack binary (x86_64 Linux) from, and
+    /// its SHA-256; bumped with each release.
+    pub worker_binary_url: String,
+    pub worker_binary_sha256: String,
     /// Hard cap on concurrently running workers.
     pub fleet_cap: u32,
     pub default_model: String,

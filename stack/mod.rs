@@ -32,8 +32,8 @@ use crate::aws::route_table::{Route, RouteTable};
 use crate::aws::route_table_association::RouteTableAssociation;
 use crate::aws::secretsmanager_secret::Secret;
 use crate::aws::security_group::SecurityGroup;
-use crate::aws::ssm_parameter::SsmParameter;
 use crate::aws::security_group_rules::{Rule, SecurityGroupRules};
+use crate::aws::ssm_parameter::SsmParameter;
 use crate::aws::subnet::Subnet;
 use crate::aws::tags::Tags;
 use crate::aws::volume_attachment::VolumeAttachment;
@@ -301,7 +301,9 @@ fn ami(s: &mut Stack, name: &str, pinned: &Option<String>, arch: &str) -> Ami {
             let param = s.add_data(
                 &format!("ami.{name}"),
                 SsmParameter {
-                    name: format!("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"),
+                    name: format!(
+                        "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-{arch}"
+                    ),
                 },
             );
             Ami::from(param.ami_id())
