@@ -466,7 +466,7 @@ async fn data_sources_read_identity_parameters_and_secret_arns_but_never_secret_
 
 #[tokio::test]
 async fn a_missing_secret_fails_the_plan_with_one_clear_line_and_builds_nothing() {
-    let moto = Moto::start();
+    let moto = Moto::start_bare();
     let cfg = moto.sdk_config().await;
     // Only one of the two hand-made secrets exists.
     seed_secret(&cfg, &format!("{NAME}/claude-credentials")).await;
@@ -573,7 +573,9 @@ async fn iam_resources_left_by_a_crashed_apply_are_adopted_not_created_twice() {
 #[tokio::test]
 async fn destroy_removes_every_iam_resource() {
     let (moto, dir, iam) = applied().await;
-    let o = devstack(&moto, dir.path(), &["destroy", "--auto-approve"]);
+    let args = common::destroy_everything();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = devstack(&moto, dir.path(), &args);
     assert!(o.status.success(), "destroy failed:\n{}", text(&o));
     for who in ["worker", "manager"] {
         assert!(iam

@@ -36,8 +36,31 @@ fn free_port() -> u16 {
 }
 
 impl Moto {
-    /// Starts moto on a free port and waits until it answers.
+    /// Starts moto on a free port, waits until it answers, and seeds what an
+    /// operator creates by hand in a real account before the first plan
+    /// (the two secrets; see [`seed`]).
     pub fn start() -> Moto {
+        let moto = Moto::start_bare();
+        let endpoint = moto.endpoint.clone();
+        // Seeding is async; run it on a runtime of its own so start() works
+        // from sync tests and from inside #[tokio::test] alike.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to seed moto");
+            rt.block_on(async {
+                let cfg = sdk_config_for(&endpoint).await;
+                seed::seed_platform_prereqs(&cfg).await;
+            });
+        })
+        .join()
+        .expect("seeding moto");
+        moto
+    }
+
+    /// Starts moto with nothing in it (for tests of a missing prerequisite).
+    pub fn start_bare() -> Moto {
         let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().expect("tempdir");
@@ -107,14 +130,7 @@ impl Moto {
 
     /// An SDK config for the test's own checks against the endpoint.
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
-        let creds =
-            aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "test");
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(REGION))
-            .endpoint_url(&self.endpoint)
-            .credentials_provider(creds)
-            .load()
-            .await
+        sdk_config_for(&self.endpoint).await
     }
 
     /// moto's own log, for failure messages.
@@ -130,6 +146,18 @@ impl Drop for Moto {
     }
 }
 
+/// An SDK config for checks against `endpoint`.
+pub async fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    let creds =
+        aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "test");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .load()
+        .await
+}
+
 /// A `devstack` command wired to the given endpoint, run in `dir`.
 pub fn devstack(moto: &Moto, dir: &Path) -> assert_cmd::Command {
     let mut cmd = assert_cmd::Command::cargo_bin("devstack").expect("devstack binary");
@@ -140,4 +168,22 @@ pub fn devstack(moto: &Moto, dir: &Path) -> assert_cmd::Command {
     cmd.env_remove("AWS_PROFILE");
     cmd.env_remove("RUST_LOG");
     cmd
+}
+
+/// The stack's protected resources: a full destroy must name each one.
+pub const PROTECTED: [&str; 3] = [
+    "dynamodb_table.runs",
+    "ebs_volume.manager_data",
+    "eip.manager",
+];
+
+/// `destroy --auto-approve` with `--allow-destroy` for every protected
+/// resource: what an operator types to really tear the platform down.
+pub fn destroy_everything() -> Vec<String> {
+    let mut args = vec!["destroy".to_string(), "--auto-approve".to_string()];
+    for p in PROTECTED {
+        args.push("--allow-destroy".into());
+        args.push(p.into());
+    }
+    args
 }
