@@ -28,8 +28,7 @@ pub async fn run(_ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<u8> {
 
 async fn worker_run(args: WorkerRunArgs) -> anyhow::Result<u8> {
     let config = WorkerConfig::load(&args.config)?;
-    let settings = Settings::resolve(config)
-        .with_context(|| format!("invalid worker settings in {}", args.config.display()))?;
+    let settings = Settings::new(config);
     let sdk = crate::aws::clients::sdk_config(&settings.config.region).await;
     let services = Services {
         http: reqwest::Client::builder()

@@ -15,9 +15,10 @@
 //! is logged and the next one still runs. The max-runtime backstop cuts
 //! the work short wherever it is (the agent's process group is killed),
 //! records outcome `timeout`, and finalizes within a bounded time, so the
-//! instance goes whatever happens. The only thing that stops the worker
-//! from terminating itself is not knowing which instance it is; then the
-//! lock expires by its TTL and the user data's own backstop terminates it.
+//! instance goes whatever happens. Two things stop the worker from
+//! terminating itself: a settings file it cannot read at all, and not
+//! knowing which instance it is. Then the lock expires by its TTL and the
+//! user data's own six-hour backstop terminates the instance.
 //!
 //! This module sequences the steps and owns no protocol: IMDS, GitHub,
 //! git, the agent, the session format, the exporter, the Pushgateway and
@@ -53,19 +54,37 @@ const SESSION_POLL: Duration = Duration::from_secs(1);
 const FINALIZE_STEP_BUDGET: Duration = Duration::from_secs(90);
 const TERMINATE_ATTEMPTS: u32 = 5;
 
-/// The worker's settings with every default resolved, before any work.
+/// The settings the whole run relies on, finalize included. They cannot
+/// fail to resolve: anything about the settings that can be wrong (the
+/// ticket path, the agent user) is checked inside the run, so that it
+/// still ends in a finalize and a terminate.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub config: WorkerConfig,
-    pub agent: AgentIdentity,
-    pub workspace: PathBuf,
-    pub session_dir: PathBuf,
     pub pushgateway: String,
     pub max_runtime: Duration,
 }
 
 impl Settings {
-    pub fn resolve(config: WorkerConfig) -> anyhow::Result<Settings> {
+    pub fn new(config: WorkerConfig) -> Settings {
+        Settings {
+            pushgateway: config.pushgateway(),
+            max_runtime: Duration::from_secs(config.max_runtime_seconds),
+            config,
+        }
+    }
+}
+
+/// Where and as whom the agent works.
+#[derive(Debug, Clone)]
+struct Workplace {
+    agent: AgentIdentity,
+    workspace: PathBuf,
+    session_dir: PathBuf,
+}
+
+impl Workplace {
+    fn resolve(config: &WorkerConfig) -> anyhow::Result<Workplace> {
         ticket::check_ticket_path(&config.ticket_path)?;
         if config.agent_command.is_empty() {
             bail!("agent_command is empty: give the agent's command line, one word per item");
@@ -79,13 +98,10 @@ impl Settings {
             .session_dir
             .clone()
             .unwrap_or_else(|| agent.home.join(".claude/projects"));
-        Ok(Settings {
-            pushgateway: config.pushgateway(),
-            max_runtime: Duration::from_secs(config.max_runtime_seconds),
+        Ok(Workplace {
             agent,
             workspace,
             session_dir,
-            config,
         })
     }
 }
@@ -324,7 +340,8 @@ impl Run<'_> {
     /// backstop) kills the agent and leaves `self` ready to finalize.
     async fn work(&mut self) -> anyhow::Result<ExitStatus> {
         let cfg = &self.settings.config;
-        let agent = &self.settings.agent;
+        let place = Workplace::resolve(cfg)?;
+        let agent = &place.agent;
         let owner = agent.owner();
 
         // booting: the agent's credentials.
@@ -365,7 +382,7 @@ impl Run<'_> {
 
         // cloning
         self.metrics.set_state(WorkerState::Cloning);
-        let workspace = &self.settings.workspace;
+        let workspace = &place.workspace;
         ensure_dir(workspace, owner)?;
         let token = shared.read().await.clone();
         let docs = super::git::clone(
@@ -396,7 +413,7 @@ impl Run<'_> {
 
         // working
         self.metrics.set_state(WorkerState::Working);
-        self.tail = Some(SessionTail::new(&self.settings.session_dir));
+        self.tail = Some(SessionTail::new(&place.session_dir));
         self.readable_log = Some(open_append(Path::new(&cfg.logs.claude))?);
         let argv = cfg.agent_argv();
         tracing::info!(command = %argv.join(" "), user = ?agent.user.as_ref().map(|u| &u.name), "starting the agent");
