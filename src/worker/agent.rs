@@ -209,6 +209,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_root_worker_runs_the_agent_as_the_agent_user_with_a_clean_environment() {
+        // Only meaningful (and only possible) as root.
+        if !is_root() || passwd_entry("nobody").is_err() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let identity = AgentIdentity::resolve("nobody", Some(dir.path())).unwrap();
+        let nobody = identity
+            .user
+            .clone()
+            .expect("root switches to the agent user");
+        assert_ne!(nobody.uid, 0);
+        let log = dir.path().join("debug.log");
+        let argv = [
+            "/bin/sh",
+            "-c",
+            // cargo sets CARGO_PKG_NAME for the test process: the agent
+            // must not inherit the worker's environment.
+            "echo \"$(id -u) $HOME $USER ${CARGO_PKG_NAME:-unset}\"",
+        ]
+        .map(String::from);
+        let mut agent = start(&argv, &identity, dir.path(), "", &log).await.unwrap();
+        assert!(agent.wait().await.unwrap().success());
+        assert_eq!(
+            std::fs::read_to_string(&log).unwrap(),
+            format!("{} {} nobody unset\n", nobody.uid, dir.path().display())
+        );
+    }
+
+    #[tokio::test]
     async fn the_agent_reads_its_prompt_and_writes_to_the_debug_log() {
         let dir = tempfile::tempdir().unwrap();
         let identity = AgentIdentity {
