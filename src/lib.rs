@@ -7,15 +7,19 @@
 //! - [`state`]: where the engine's state lives (DynamoDB or a file), with a lock.
 //! - [`aws`]: the provider, one file per resource kind.
 //! - [`stack`]: the platform itself, typed Rust plus per-environment files.
+//! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
+//! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.
 //! - [`ticket`]: the ticket format, its rules, and the prompts rendered from it.
-//! - [`worker`]: what a worker instance is given at boot (user data, settings).
+//! - [`worker`]: a worker instance's boot and its whole run (`devstack worker run`).
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
 pub mod cli;
 pub mod commands;
+pub mod dispatch;
 pub mod engine;
 pub mod exit;
+pub mod fleet;
 pub mod printer;
 pub mod state;
 pub mod ticket;

@@ -1,0 +1,482 @@
+//! Dispatch end to end on moto: the acquire, RunInstances from a real
+//! launch template, the attach, the summary; that a failed launch gives
+//! the lock and the slot back; that racing dispatches launch exactly one
+//! worker per ticket and never more than the cap.
+
+mod common;
+mod fleet_support;
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use common::{devstack, Moto};
+use devstack::dispatch::{DispatchError, DispatchRequest, DispatchSettings, Dispatcher};
+use devstack::fleet::workers::{Workers, DISPATCH_TAG};
+use devstack::fleet::{DynamoRegistry, Outcome, Registry, Status};
+use fleet_support::{
+    create_launch_template, create_runs_table, endpoint_env, live_workers, tag, SerialMoto,
+    RUNS_TABLE, WORKER_NAME,
+};
+
+/// Everything a dispatch needs, on one endpoint.
+struct Env {
+    registry: Arc<DynamoRegistry>,
+    workers: Arc<Workers>,
+    ec2: aws_sdk_ec2::Client,
+    settings: Arc<DispatchSettings>,
+}
+
+async fn env_at(endpoint: &str, cap: u32) -> Env {
+    let dynamodb = fleet_support::dynamodb(endpoint).await;
+    create_runs_table(&dynamodb, RUNS_TABLE).await;
+    let ec2 = fleet_support::ec2(endpoint).await;
+    let template = create_launch_template(&ec2).await;
+    Env {
+        registry: Arc::new(DynamoRegistry::new(dynamodb, RUNS_TABLE, cap)),
+        workers: Arc::new(Workers::new(ec2.clone(), WORKER_NAME)),
+        ec2,
+        settings: Arc::new(settings(&template)),
+    }
+}
+
+fn settings(template: &str) -> DispatchSettings {
+    let env = devstack::stack::env::Env::load("prod").unwrap();
+    DispatchSettings {
+        launch_template_id: template.to_string(),
+        log_group: env.log_group(),
+        public_hostname: env.public_hostname.clone(),
+        models: env.models.clone(),
+        default_model: env.default_model.clone(),
+        ttl_seconds: 7 * 3600,
+    }
+}
+
+fn request(ticket: &str) -> DispatchRequest {
+    DispatchRequest {
+        ticket: ticket.to_string(),
+        ..Default::default()
+    }
+}
+
+fn no_validation(_: &std::path::Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+impl Env {
+    async fn dispatch(
+        &self,
+        req: &DispatchRequest,
+    ) -> Result<devstack::dispatch::Dispatched, DispatchError> {
+        Dispatcher {
+            registry: &*self.registry,
+            workers: &self.workers,
+            settings: &self.settings,
+        }
+        .dispatch(
+            req,
+            no_validation,
+            |c| {
+                Ok(format!(
+                    "#!/bin/bash\necho {} {} {}\n",
+                    c.ticket, c.dispatch_id, c.model
+                ))
+            },
+            devstack::fleet::now(),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn dispatch_launches_a_tagged_worker_and_attaches_it() {
+    let moto = Moto::start();
+    let e = env_at(&moto.endpoint, 10).await;
+    let req = DispatchRequest {
+        model: Some("claude-fable-5".into()),
+        dispatch_id: Some("0123456789abcdef".into()),
+        dispatched_by: Some("octocat".into()),
+        ..request("sows/foo.md")
+    };
+    let d = e.dispatch(&req).await.unwrap();
+    assert_eq!(d.model, "claude-fable-5");
+    assert_eq!(d.instance_type.as_deref(), Some("t3.xlarge"));
+
+    let live = live_workers(&e.ec2).await;
+    assert_eq!(live.len(), 1);
+    let instance = &live[0];
+    assert_eq!(instance.instance_id(), Some(d.instance_id.as_str()));
+    assert_eq!(tag(instance, "Name"), Some(WORKER_NAME));
+    assert_eq!(tag(instance, "SOW"), Some("sows/foo.md"));
+    assert_eq!(tag(instance, DISPATCH_TAG), Some("0123456789abcdef"));
+    assert_eq!(instance.client_token(), Some("0123456789abcdef"));
+
+    // The dispatch's own user data replaced the template's.
+    let attr = e
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(&d.instance_id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let encoded = attr.user_data().and_then(|u| u.value()).unwrap();
+    let user_data = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(user_data).unwrap(),
+        "#!/bin/bash\necho sows/foo.md 0123456789abcdef claude-fable-5\n"
+    );
+
+    let lock = e.registry.get("sows/foo.md").await.unwrap().unwrap();
+    assert_eq!(lock.instance_id.as_deref(), Some(d.instance_id.as_str()));
+    assert_eq!(lock.dispatch_id, "0123456789abcdef");
+    let run = &e.registry.list_history("sows/foo.md").await.unwrap()[0];
+    assert_eq!(run.compute_type, "ec2:t3.xlarge");
+    assert_eq!(run.model, "claude-fable-5");
+    assert_eq!(run.dispatched_by.as_deref(), Some("octocat"));
+
+    // A second dispatch of the ticket is refused with exit 3, launching nothing.
+    let err = e.dispatch(&request("sows/foo.md")).await.unwrap_err();
+    assert!(matches!(err, DispatchError::Held { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 3);
+    assert_eq!(live_workers(&e.ec2).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_launch_gives_back_the_lock_and_the_slot() {
+    let moto = Moto::start();
+    let mut e = env_at(&moto.endpoint, 1).await;
+    let good_template = e.settings.launch_template_id.clone();
+    e.settings = Arc::new(settings("lt-0123456789abcdef0"));
+    let err = e.dispatch(&request("sows/foo.md")).await.unwrap_err();
+    match &err {
+        DispatchError::Launch { released, .. } => assert!(released, "{err:?}"),
+        other => panic!("expected a launch failure, got {other:?}"),
+    }
+    assert_eq!(err.exit_code(), 1);
+    assert!(live_workers(&e.ec2).await.is_empty());
+    let lock = e.registry.get("sows/foo.md").await.unwrap().unwrap();
+    assert_eq!(lock.status, Status::Error);
+    assert!(
+        e.registry.list_slots().await.unwrap().is_empty(),
+        "slot given back"
+    );
+    let run = &e.registry.list_history("sows/foo.md").await.unwrap()[0];
+    assert_eq!(run.outcome, Some(Outcome::Error));
+
+    // With cap 1, only a freed slot lets the next dispatch through.
+    e.settings = Arc::new(settings(&good_template));
+    e.dispatch(&request("sows/foo.md")).await.unwrap();
+    assert_eq!(live_workers(&e.ec2).await.len(), 1);
+}
+
+#[tokio::test]
+async fn failures_after_acquire_before_launch_give_the_lock_back() {
+    let moto = Moto::start();
+    let e = env_at(&moto.endpoint, 10).await;
+    let d = Dispatcher {
+        registry: &*e.registry,
+        workers: &e.workers,
+        settings: &e.settings,
+    };
+    let now = devstack::fleet::now();
+    let err = d
+        .dispatch(
+            &request("sows/a.md"),
+            no_validation,
+            |_| anyhow::bail!("template missing"),
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DispatchError::Launch { released: true, .. }),
+        "{err:?}"
+    );
+    let err = d
+        .dispatch(
+            &request("sows/b.md"),
+            no_validation,
+            |_| Ok("x".repeat(16 * 1024 + 1)),
+            now,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DispatchError::Launch { released: true, .. }),
+        "{err:?}"
+    );
+    for ticket in ["sows/a.md", "sows/b.md"] {
+        assert_eq!(
+            e.registry.get(ticket).await.unwrap().unwrap().status,
+            Status::Error
+        );
+    }
+    assert!(e.registry.list_slots().await.unwrap().is_empty());
+    assert!(live_workers(&e.ec2).await.is_empty());
+}
+
+#[tokio::test]
+async fn refusals_before_acquire_spend_nothing() {
+    let moto = Moto::start();
+    let e = env_at(&moto.endpoint, 10).await;
+    let d = Dispatcher {
+        registry: &*e.registry,
+        workers: &e.workers,
+        settings: &e.settings,
+    };
+    let now = devstack::fleet::now();
+    let render = |_: &devstack::dispatch::LaunchContext<'_>| Ok(String::new());
+
+    let bad_model = DispatchRequest {
+        model: Some("gpt-9".into()),
+        ..request("sows/a.md")
+    };
+    let err = d
+        .dispatch(&bad_model, no_validation, render, now)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DispatchError::Model(_)), "{err:?}");
+
+    let err = d
+        .dispatch(&request("../etc/passwd"), no_validation, render, now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DispatchError::InvalidTicket { .. }),
+        "{err:?}"
+    );
+
+    let docs = tempfile::tempdir().unwrap();
+    let invalid = DispatchRequest {
+        docs_dir: Some(docs.path().to_path_buf()),
+        ..request("sows/a.md")
+    };
+    let seen = std::sync::Mutex::new(None);
+    let validate = |p: &std::path::Path| {
+        *seen.lock().unwrap() = Some(p.to_path_buf());
+        anyhow::bail!("repos: must be a non-empty list")
+    };
+    let err = d
+        .dispatch(&invalid, validate, render, now)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, DispatchError::Invalid { .. }), "{err:?}");
+    assert_eq!(
+        seen.lock().unwrap().as_deref(),
+        Some(docs.path().join("sows/a.md").as_path())
+    );
+
+    let long_id = DispatchRequest {
+        dispatch_id: Some("x".repeat(65)),
+        ..request("sows/a.md")
+    };
+    let err = d
+        .dispatch(&long_id, no_validation, render, now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, DispatchError::InvalidDispatchId { .. }),
+        "{err:?}"
+    );
+
+    assert_eq!(
+        e.registry.get("sows/a.md").await.unwrap(),
+        None,
+        "no lock taken"
+    );
+    assert!(e.registry.scan_history().await.unwrap().is_empty());
+    assert!(live_workers(&e.ec2).await.is_empty());
+}
+
+#[tokio::test]
+async fn twenty_simultaneous_dispatches_of_one_ticket_launch_one_worker() {
+    let moto = SerialMoto::start();
+    let e = Arc::new(env_at(&moto.endpoint, 10).await);
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let e = e.clone();
+            tokio::spawn(async move { e.dispatch(&request("sows/race.md")).await })
+        })
+        .collect();
+    let (mut launched, mut held) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => launched += 1,
+            Err(DispatchError::Held { .. }) => held += 1,
+            Err(other) => panic!("unexpected failure: {other:?}"),
+        }
+    }
+    assert_eq!((launched, held), (1, 19));
+    assert_eq!(live_workers(&e.ec2).await.len(), 1);
+}
+
+#[tokio::test]
+async fn fifteen_simultaneous_dispatches_with_cap_ten_launch_ten() {
+    let moto = SerialMoto::start();
+    let e = Arc::new(env_at(&moto.endpoint, 10).await);
+    let tasks: Vec<_> = (0..15)
+        .map(|i| {
+            let e = e.clone();
+            tokio::spawn(async move { e.dispatch(&request(&format!("sows/t{i:02}.md"))).await })
+        })
+        .collect();
+    let (mut launched, mut at_cap) = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => launched += 1,
+            Err(err @ DispatchError::AtCap { .. }) => {
+                assert_eq!(err.exit_code(), 4);
+                at_cap += 1
+            }
+            Err(other) => panic!("unexpected failure: {other:?}"),
+        }
+    }
+    assert_eq!((launched, at_cap), (10, 5));
+    assert_eq!(live_workers(&e.ec2).await.len(), 10);
+}
+
+#[tokio::test]
+async fn cli_dispatch_prints_and_appends_the_summary() {
+    let moto = Moto::start();
+    let e = env_at(&moto.endpoint, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.md");
+    std::fs::write(&summary, "earlier step\n").unwrap();
+    let a = devstack(&moto, dir.path())
+        .env(
+            "DEVSTACK_LAUNCH_TEMPLATE_ID",
+            &e.settings.launch_template_id,
+        )
+        .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.20.2.10")
+        .args([
+            "dispatch",
+            "sows/foo.md",
+            "--model",
+            "claude-sonnet-5",
+            "--dispatched-by",
+            "octocat",
+        ])
+        .arg("--summary")
+        .arg(&summary)
+        .assert()
+        .code(0);
+    let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
+    let live = live_workers(&e.ec2).await;
+    assert_eq!(live.len(), 1);
+    let id = live[0].instance_id().unwrap();
+    for want in [
+        format!("`{id}` (t3.xlarge)"),
+        "`claude-sonnet-5`".to_string(),
+        format!("`foo/{id}/claude`"),
+        format!("aws ssm start-session --target {id}"),
+        "https://developers.progstrength.fitness/d/developer-platform".to_string(),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in\n{out}");
+    }
+    let written = std::fs::read_to_string(&summary).unwrap();
+    assert_eq!(
+        written,
+        format!("earlier step\n{out}"),
+        "appended, not overwritten"
+    );
+
+    // The worker's user data carries its settings.
+    let attr = e
+        .ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let user_data = base64::engine::general_purpose::STANDARD
+        .decode(attr.user_data().and_then(|u| u.value()).unwrap())
+        .unwrap();
+    let user_data = String::from_utf8(user_data).unwrap();
+    assert!(
+        user_data.contains("ticket = \"sows/foo.md\""),
+        "{user_data}"
+    );
+    assert!(
+        user_data.contains("manager_private_ip = \"10.20.2.10\""),
+        "{user_data}"
+    );
+    assert!(
+        user_data.contains("model = \"claude-sonnet-5\""),
+        "{user_data}"
+    );
+
+    let again = devstack(&moto, dir.path())
+        .env(
+            "DEVSTACK_LAUNCH_TEMPLATE_ID",
+            &e.settings.launch_template_id,
+        )
+        .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.20.2.10")
+        .args(["dispatch", "sows/foo.md"])
+        .assert()
+        .code(3);
+    let err = String::from_utf8_lossy(&again.get_output().stderr).into_owned();
+    assert!(err.contains(id) && err.contains("hint:"), "{err}");
+    assert_eq!(live_workers(&e.ec2).await.len(), 1);
+}
+
+#[tokio::test]
+async fn cli_dispatch_without_stack_outputs_is_an_error_with_a_hint() {
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let a = devstack(&moto, dir.path())
+        .env_remove("DEVSTACK_LAUNCH_TEMPLATE_ID")
+        .env_remove("DEVSTACK_MANAGER_PRIVATE_IP")
+        .args(["dispatch", "sows/foo.md"])
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
+    assert!(
+        err.contains("launch_template_id") && err.contains("hint:"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn twenty_simultaneous_cli_dispatches_of_one_ticket_launch_one_worker() {
+    let moto = SerialMoto::start();
+    let e = env_at(&moto.endpoint, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("devstack");
+    let children: Vec<_> = (0..20)
+        .map(|_| {
+            std::process::Command::new(&bin)
+                .current_dir(dir.path())
+                .envs(endpoint_env(&moto.endpoint))
+                .env(
+                    "DEVSTACK_LAUNCH_TEMPLATE_ID",
+                    &e.settings.launch_template_id,
+                )
+                .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.20.2.10")
+                .args(["dispatch", "sows/race.md"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<i32> = outputs
+        .iter()
+        .map(|o| o.status.code().unwrap_or(-1))
+        .collect();
+    let errors: Vec<_> = outputs
+        .iter()
+        .filter(|o| !matches!(o.status.code(), Some(0 | 3)))
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let count = |code| codes.iter().filter(|c| **c == code).count();
+    assert_eq!((count(0), count(3)), (1, 19), "{codes:?}");
+    assert_eq!(live_workers(&e.ec2).await.len(), 1);
+}
