@@ -1,8 +1,9 @@
 //! `devstack worker run`, end to end on one machine, with real parts:
 //!
 //! - AWS is moto (secrets, the runs table with the ticket's lock and run
-//!   row in the platform.md §3 format, a running instance to terminate),
-//!   reached through the real SDK by the real binary;
+//!   row, written in the platform.md §3 format or taken by devstack's own
+//!   registry, a running instance to terminate), reached through the real
+//!   SDK by the real binary;
 //! - the Pushgateway is Debian's `prometheus-pushgateway`, started by each
 //!   test on a free port;
 //! - the repositories are local bare git repositories;
@@ -35,6 +36,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
 use axum::Router;
 use common::Moto;
+use devstack::fleet::{AcquireRequest, AttachRequest, DynamoRegistry, Registry};
 use devstack::worker::WorkerConfig;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
@@ -328,6 +330,17 @@ struct World {
 struct Options {
     agent_exit: i32,
     max_runtime_seconds: u64,
+    /// How the ticket's lock was taken: written with the SDK exactly as
+    /// platform.md §3 has it (as the old Python tool left it), or by
+    /// devstack's own registry (acquire + attach, which also takes a
+    /// fleet slot).
+    lock: LockedBy,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LockedBy {
+    Spec,
+    Registry,
 }
 
 impl World {
@@ -388,9 +401,15 @@ impl World {
 
         // The runs table, holding the lock dispatch acquired and attached.
         let table = "prog-strength-developer-runs".to_string();
-        let lock_started_at = 1_777_000_000;
         create_runs_table(&sdk, &table).await;
-        put_lock_and_run(&sdk, &table, &instance_id, lock_started_at).await;
+        let lock_started_at = match opts.lock {
+            LockedBy::Spec => {
+                let started_at = 1_777_000_000;
+                put_lock_and_run(&sdk, &table, &instance_id, started_at).await;
+                started_at
+            }
+            LockedBy::Registry => acquire_and_attach(&sdk, &table, &instance_id).await,
+        };
 
         // The repositories.
         let git_base = root.join("git");
@@ -686,6 +705,37 @@ async fn put_lock_and_run(
         .unwrap();
 }
 
+fn registry(sdk: &aws_config::SdkConfig, table: &str) -> DynamoRegistry {
+    DynamoRegistry::new(aws_sdk_dynamodb::Client::new(sdk), table, 10)
+}
+
+/// What `devstack dispatch` does to the table before and after launch.
+async fn acquire_and_attach(sdk: &aws_config::SdkConfig, table: &str, instance_id: &str) -> i64 {
+    let registry = registry(sdk, table);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let mut acquire = AcquireRequest::new(SOW, DISPATCH_ID);
+    acquire.model = Some(DISPATCHED_MODEL.into());
+    acquire.dispatched_by = Some("octocat".into());
+    let lock = registry.acquire(&acquire, now).await.unwrap();
+    registry
+        .attach(
+            &AttachRequest {
+                sow: SOW.into(),
+                dispatch_id: DISPATCH_ID.into(),
+                instance_id: instance_id.into(),
+                compute_type: Some("ec2:t3.xlarge".into()),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(registry.list_slots().await.unwrap().len(), 1);
+    lock.started_at
+}
+
 /// The agent: records what it was given, writes the first part of the
 /// session, waits for the gate, writes the rest, exits with the code given.
 const FAKE_AGENT: &str = r#"#!/usr/bin/env bash
@@ -850,6 +900,7 @@ async fn a_successful_run_reports_releases_and_terminates() {
     let world = World::new(Options {
         agent_exit: 0,
         max_runtime_seconds: 3600,
+        lock: LockedBy::Spec,
     })
     .await;
     let mut child = world.start_worker();
@@ -1056,6 +1107,7 @@ async fn a_failing_agent_still_reports_releases_and_terminates() {
     let world = World::new(Options {
         agent_exit: 3,
         max_runtime_seconds: 3600,
+        lock: LockedBy::Registry,
     })
     .await;
     std::fs::write(&world.gate, "open from the start").unwrap();
@@ -1084,6 +1136,16 @@ async fn a_failing_agent_still_reports_releases_and_terminates() {
     assert_eq!(text_attr(run, "outcome"), "error");
     assert_eq!(num_attr(run, "prs_opened"), 1);
     assert_eq!(text_attr(run, "model"), "claude-opus-5");
+    assert_eq!(
+        num_attr(run, "duration_seconds"),
+        num_attr(run, "finished_at") - world.lock_started_at
+    );
+    // The fleet slot dispatch took is free again.
+    let slots = registry(&world.sdk, &world.table)
+        .list_slots()
+        .await
+        .unwrap();
+    assert!(slots.is_empty(), "{slots:?}");
     assert!(
         ["shutting-down", "terminated"].contains(&world.instance_state().await.as_str()),
         "{output}"
@@ -1097,6 +1159,7 @@ async fn the_backstop_stops_a_stuck_agent_and_records_a_timeout() {
     let world = World::new(Options {
         agent_exit: 0,
         max_runtime_seconds: 4,
+        lock: LockedBy::Spec,
     })
     .await;
     let mut child = world.start_worker();
@@ -1124,6 +1187,7 @@ async fn an_invalid_ticket_fails_before_the_agent_and_still_finalizes() {
     let world = World::new(Options {
         agent_exit: 0,
         max_runtime_seconds: 3600,
+        lock: LockedBy::Spec,
     })
     .await;
     // Replace the docs repository with one whose ticket lists no repos.

@@ -16,8 +16,8 @@ use anyhow::Context as _;
 use super::Context;
 use crate::cli::{WorkerCommand, WorkerRunArgs};
 use crate::exit;
+use crate::fleet::{DynamoRegistry, Outcome};
 use crate::worker::lifecycle::{self, Services, Settings};
-use crate::worker::release::{DynamoFinalizer, Outcome};
 use crate::worker::WorkerConfig;
 
 pub async fn run(_ctx: &Context, cmd: WorkerCommand) -> anyhow::Result<u8> {
@@ -37,9 +37,12 @@ async fn worker_run(args: WorkerRunArgs) -> anyhow::Result<u8> {
             .context("cannot build the HTTP client")?,
         secrets: aws_sdk_secretsmanager::Client::new(&sdk),
         ec2: aws_sdk_ec2::Client::new(&sdk),
-        finalizer: Arc::new(DynamoFinalizer::new(
+        // The worker only releases, which never consults the fleet cap; a
+        // cap of 0 would refuse any acquire made through this handle.
+        registry: Arc::new(DynamoRegistry::new(
             aws_sdk_dynamodb::Client::new(&sdk),
-            &settings.config.runs_table,
+            settings.config.runs_table.clone(),
+            0,
         )),
     };
     let report = lifecycle::run(&settings, &services).await?;

@@ -42,9 +42,9 @@ use super::fsutil::{chown_tree, ensure_dir, write_private};
 use super::github::{self, AppSecret, CredentialFiles, TokenMinter};
 use super::imds;
 use super::push::{self, RunSummary};
-use super::release::{Finalizer, Outcome, Release};
 use super::secrets;
 use super::session::{SessionReader, SessionTail};
+use crate::fleet::{Outcome, Registry, ReleaseBy, ReleaseRequest, Released};
 use crate::ticket;
 
 /// How often the session files are read while the agent works.
@@ -111,7 +111,8 @@ pub struct Services {
     pub http: reqwest::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub ec2: aws_sdk_ec2::Client,
-    pub finalizer: Arc<dyn Finalizer>,
+    /// The run registry; the worker only ever releases its own lock.
+    pub registry: Arc<dyn Registry>,
 }
 
 /// How the run ended.
@@ -223,25 +224,28 @@ pub async fn run(settings: &Settings, services: &Services) -> anyhow::Result<Rep
         ),
     )
     .await;
-    let release = Release {
+    // Only the lock that names this instance: a worker superseded by a
+    // later dispatch of the same ticket cannot free its successor's lock.
+    let release = ReleaseRequest {
         sow: settings.config.ticket_path.clone(),
-        instance_id: instance_id.clone(),
+        by: ReleaseBy::Instance(instance_id.clone()),
         outcome,
         prs_opened: i64::try_from(stats.prs.len()).unwrap_or(i64::MAX),
         model: stats.model.clone(),
     };
     let released = bounded(
         "release the lock",
-        services.finalizer.release(&release, finished_at),
+        services.registry.release(&release, finished_at),
     )
     .await;
-    match released {
-        Some(true) => tracing::info!(outcome = outcome.as_str(), "lock released"),
-        Some(false) => {
-            tracing::warn!(
-                "the lock was not this instance's to release (already released, or superseded)"
-            )
+    match &released {
+        Some(Released::Released { .. }) => {
+            tracing::info!(outcome = outcome.as_str(), "lock released")
         }
+        Some(Released::NotHeld { current }) => tracing::warn!(
+            holder = ?current.as_ref().map(|l| (&l.dispatch_id, &l.instance_id, l.status.as_str())),
+            "the lock was not this instance's to release (already released, or superseded)"
+        ),
         None => {}
     }
 

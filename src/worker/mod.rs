@@ -12,8 +12,8 @@
 //! instance id ([`imds`]), the secrets ([`secrets`]), GitHub tokens
 //! ([`github`]), clones ([`git`]), the agent ([`agent`]), its session
 //! ([`session`]), the exporter ([`exporter`]), the run summary ([`push`])
-//! and the release of the ticket ([`release`]). It knows nothing about the
-//! engine; dispatch passes it plain values.
+//! and, through [`crate::fleet`], the release of the ticket. It knows
+//! nothing about the engine; dispatch passes it plain values.
 
 pub mod agent;
 pub mod config;
@@ -24,7 +24,6 @@ pub mod github;
 pub mod imds;
 pub mod lifecycle;
 pub mod push;
-pub mod release;
 pub mod secrets;
 pub mod session;
 pub mod userdata;
