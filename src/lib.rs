@@ -8,7 +8,7 @@
 //! - [`aws`]: the provider, one file per resource kind.
 //! - [`stack`]: the platform itself, typed Rust plus per-environment files.
 //! - [`ticket`]: the ticket format, its rules, and the prompts rendered from it.
-//! - [`worker`]: what a worker instance is given at boot (user data, settings).
+//! - [`worker`]: a worker instance's boot and its whole run (`devstack worker run`).
 //! - [`import`]: adopting what another tool (Terraform) created into state.
 //! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
 //! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.

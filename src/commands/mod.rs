@@ -117,11 +117,3 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Worker(cmd) => worker::run(&ctx, cmd).await,
     }
 }
-
-/// For commands whose issue has not landed yet.
-pub(crate) fn not_yet(what: &str) -> anyhow::Result<u8> {
-    Err(crate::exit::hint(
-        format!("`devstack {what}` is not available in this build"),
-        "see the open issues for its status",
-    ))
-}

@@ -3,9 +3,13 @@
 //!
 //! It holds names and addresses, never a secret value: the worker reads the
 //! two secrets itself, by the ids given here, with its instance role.
+//!
+//! Every address the worker talks to (IMDS, the Pushgateway, the git host,
+//! the GitHub API) is a setting with the production value as its default,
+//! so the whole lifecycle runs on a laptop against local stand-ins.
 
-use std::net::Ipv4Addr;
-use std::path::Path;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -55,9 +59,101 @@ pub struct WorkerConfig {
     /// Secrets Manager ids of the Claude credentials and the GitHub App key.
     pub claude_secret_id: String,
     pub github_app_secret_id: String,
+    /// Who runs the agent when the worker runs as root. A worker that is
+    /// not root runs the agent as itself.
     pub agent_user: String,
+    /// The agent's command line, one word per item; `{model}` in a word is
+    /// replaced by [`WorkerConfig::model`]. The prompt arrives on stdin.
+    #[serde(default = "default_agent_command")]
+    pub agent_command: Vec<String>,
+    /// The agent's home (credentials, `~/.claude`); by default the agent
+    /// user's home from the password database, or `$HOME` when the worker
+    /// runs the agent as itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_home: Option<PathBuf>,
+    /// Where the agent writes its JSONL sessions; by default
+    /// `<agent home>/.claude/projects`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_dir: Option<PathBuf>,
+    /// Where the repositories are cloned and the agent runs; by default
+    /// `<agent home>/workspace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
+    /// The instance metadata service (IMDSv2).
+    #[serde(default = "default_imds_endpoint")]
+    pub imds_endpoint: String,
+    /// The Pushgateway's base URL; by default
+    /// `http://<manager_private_ip>:9091`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushgateway_url: Option<String>,
+    /// Repositories are cloned from `<git_base_url>/<github_org>/<repo>.git`
+    /// (a `file://` base or a local directory works too).
+    #[serde(default = "default_git_base_url")]
+    pub git_base_url: String,
+    /// The GitHub REST API, where installation tokens are minted.
+    #[serde(default = "default_github_api_url")]
+    pub github_api_url: String,
+    /// The identity of the agent's commits (`user.name`, `user.email`).
+    #[serde(default = "default_git_user_name")]
+    pub git_user_name: String,
+    #[serde(default = "default_git_user_email")]
+    pub git_user_email: String,
+    /// The backstop: past this, the agent is stopped, the run finalized
+    /// with outcome `timeout`, and the instance terminated.
+    #[serde(default = "default_max_runtime_seconds")]
+    pub max_runtime_seconds: u64,
+    /// The worker exporter's listen address (the manager scrapes :9101).
+    #[serde(default = "default_exporter_listen")]
+    pub exporter_listen: SocketAddr,
     #[serde(default)]
     pub logs: LogPaths,
+}
+
+/// The agent command when none is configured (platform.md §5).
+pub fn default_agent_command() -> Vec<String> {
+    [
+        "claude",
+        "--model",
+        "{model}",
+        "--print",
+        "--dangerously-skip-permissions",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+pub(super) fn default_imds_endpoint() -> String {
+    "http://169.254.169.254".into()
+}
+
+pub(super) fn default_git_base_url() -> String {
+    "https://github.com".into()
+}
+
+pub(super) fn default_github_api_url() -> String {
+    "https://api.github.com".into()
+}
+
+pub(super) fn default_git_user_name() -> String {
+    "devstack-worker".into()
+}
+
+pub(super) fn default_git_user_email() -> String {
+    "devstack-worker@users.noreply.github.com".into()
+}
+
+/// Six hours, the platform's hard backstop.
+pub const DEFAULT_MAX_RUNTIME_SECONDS: u64 = 6 * 3600;
+
+pub(super) fn default_max_runtime_seconds() -> u64 {
+    DEFAULT_MAX_RUNTIME_SECONDS
+}
+
+/// The port the manager's `developer_worker_exporter` job scrapes.
+pub const EXPORTER_PORT: u16 = 9101;
+
+pub(super) fn default_exporter_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], EXPORTER_PORT))
 }
 
 /// Why the settings file could not be read.
@@ -80,6 +176,22 @@ impl WorkerConfig {
 
     pub fn from_toml(text: &str) -> Result<WorkerConfig, toml::de::Error> {
         toml::from_str(text)
+    }
+
+    /// The Pushgateway's base URL, without a trailing `/`.
+    pub fn pushgateway(&self) -> String {
+        match &self.pushgateway_url {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None => format!("http://{}:9091", self.manager_private_ip),
+        }
+    }
+
+    /// The agent command with `{model}` filled in.
+    pub fn agent_argv(&self) -> Vec<String> {
+        self.agent_command
+            .iter()
+            .map(|word| word.replace("{model}", &self.model))
+            .collect()
     }
 
     pub fn load(path: &Path) -> Result<WorkerConfig, ConfigError> {

@@ -27,7 +27,7 @@ use base64::Engine as _;
 use flate2::write::GzEncoder;
 use flate2::Compression;
 
-use super::config::{LogPaths, WorkerConfig, AGENT_USER};
+use super::config::{self, default_agent_command, LogPaths, WorkerConfig, AGENT_USER};
 use crate::stack::env::Env;
 use crate::ticket::{check_ticket_path, slug, TicketPathError};
 
@@ -120,6 +120,18 @@ impl UserDataParams {
             claude_secret_id: self.claude_secret_id.clone(),
             github_app_secret_id: self.github_app_secret_id.clone(),
             agent_user: AGENT_USER.to_string(),
+            agent_command: default_agent_command(),
+            agent_home: None,
+            session_dir: None,
+            workspace: None,
+            imds_endpoint: config::default_imds_endpoint(),
+            pushgateway_url: None,
+            git_base_url: config::default_git_base_url(),
+            github_api_url: config::default_github_api_url(),
+            git_user_name: config::default_git_user_name(),
+            git_user_email: config::default_git_user_email(),
+            max_runtime_seconds: config::default_max_runtime_seconds(),
+            exporter_listen: config::default_exporter_listen(),
             logs: LogPaths::default(),
         }
     }
