@@ -14,6 +14,7 @@ fi
 
 missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
+command -v git >/dev/null || missing+=(git)
 command -v prometheus-pushgateway >/dev/null || [ -x /usr/bin/prometheus-pushgateway ] || missing+=(prometheus-pushgateway)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"
