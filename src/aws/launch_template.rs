@@ -6,8 +6,15 @@
 //! and makes it the default, never a new template, so its id (which
 //! dispatch and IAM conditions may hold) is stable. Only a rename replaces
 //! it. It is found by its deterministic name, which also takes over a
-//! template Terraform created. Reads compare the default version, since
-//! that is what a launch without an explicit version gets.
+//! template Terraform created.
+//!
+//! Reads compare the LATEST version, since that is what dispatch launches
+//! (`$Latest`): a version added by hand, or a default left behind, can
+//! never hide what workers really boot with. Terraform creates a new
+//! version on every change but leaves the default at version 1 (unless
+//! `update_default_version` is set), so a template it built typically has
+//! a stale default; every devstack update makes the version it applied the
+//! default as well, so a launch that names no version gets the same.
 
 use std::collections::BTreeMap;
 
@@ -321,6 +328,7 @@ impl LaunchTemplateKind {
         }
     }
 
+    /// The templates with their latest version's data (see the module docs).
     async fn lives(
         &self,
         found: &[aws_sdk_ec2::types::LaunchTemplate],
@@ -328,7 +336,7 @@ impl LaunchTemplateKind {
         let versions = futures::future::join_all(
             found
                 .iter()
-                .map(|t| self.version(t.launch_template_id().unwrap_or_default(), "$Default")),
+                .map(|t| self.version(t.launch_template_id().unwrap_or_default(), "$Latest")),
         )
         .await;
         let mut out = Vec::new();
@@ -446,15 +454,20 @@ impl Kind for LaunchTemplateKind {
     ) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
         let have = attrs_of(live_body)?;
-        if want.content() != have.content() {
-            // A crash between creating the version and making it the
-            // default leaves it as the latest: reuse it rather than stack
-            // up identical versions.
-            let latest = self.version(id, "$Latest").await?;
-            let reusable = latest.and_then(|(n, data)| {
-                (content_of(&want.name, Tags::new(), &data).content() == want.content())
-                    .then_some(n)
-            });
+        let default = self
+            .by_id(&[id.to_string()])
+            .await?
+            .first()
+            .and_then(|t| t.default_version_number());
+        // The latest version is reused when it already holds the content:
+        // a tags-only update, a crash between creating a version and
+        // making it the default, or a template whose default Terraform
+        // left behind. Otherwise a new version is created.
+        let latest = self.version(id, "$Latest").await?;
+        let reusable = latest.and_then(|(n, data)| {
+            (content_of(&want.name, Tags::new(), &data).content() == want.content()).then_some(n)
+        });
+        if reusable.is_none() || default != reusable {
             let number = match reusable {
                 Some(n) => n,
                 None => {

@@ -447,6 +447,9 @@ async fn import_locked(
     for (tf, into) in &mapping.folded {
         p.info(&format!("{tf} is part of {into} in devstack"));
     }
+    for note in &mapping.notes {
+        p.info(note);
+    }
     for t in &report.not_managed {
         p.warn(&format!(
             "{} ({}, {}): this build of devstack does not manage {} yet; not imported",
@@ -517,6 +520,18 @@ async fn import_locked(
         p.warn(&format!(
             "{}: live {} is {live} but the stack says {}; it cannot change in place, so the next plan would REPLACE {}. To keep it, {fix}",
             r.address, r.attribute, r.desired, r.address
+        ));
+    }
+    for i in &report.ignored {
+        // User data is a whole script: say that it differs, not how.
+        let values = match (&i.live, i.attribute.as_str()) {
+            (_, "user_data") => String::new(),
+            (Some(live), _) => format!(" ({live} live, {} in the stack)", i.desired),
+            (None, _) => format!(" (none live, {} in the stack)", i.desired),
+        };
+        p.info(&format!(
+            "{}: live {} differs from the stack's{values}; devstack never changes it by plan (`apply --replace {}` does, deliberately)",
+            i.address, i.attribute, i.address
         ));
     }
     if adoption.resources.is_empty() {

@@ -9,7 +9,9 @@
 //! policy attachment, say), the kind's `find` looks for it by its natural
 //! key instead. What is recorded is what is live: the next plan compares
 //! the code with reality, so only real differences show (the `ManagedBy`
-//! tag, typically), never a re-creation.
+//! tag, typically), never a re-creation. Differences the kind ignores
+//! (the manager's AMI and user data, which only a deliberate `--replace`
+//! changes) are reported, since no plan will ever show them.
 //!
 //! This module knows the engine's provider API and the stack; it knows
 //! nothing of AWS and never writes state (the command does, once, under the
@@ -68,6 +70,17 @@ pub struct Replacement {
     pub desired: Value,
 }
 
+/// A live attribute that differs from the code where the kind ignores
+/// drift (the manager's AMI and user data): no plan will change it, only a
+/// deliberate `--replace` of the resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ignored {
+    pub address: String,
+    pub attribute: String,
+    pub live: Option<Value>,
+    pub desired: Value,
+}
+
 /// Everything an operator must know about an import.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Report {
@@ -80,6 +93,7 @@ pub struct Report {
     pub not_managed: Vec<Target>,
     pub missing: Vec<Missing>,
     pub replacements: Vec<Replacement>,
+    pub ignored: Vec<Ignored>,
     /// Data sources that could not be read (name, error).
     pub data_errors: Vec<(String, String)>,
 }
@@ -205,7 +219,22 @@ pub async fn adopt(
             continue;
         };
         let desired = kind.normalize(resolve(&r.body, &|a, o| lookup(&data, &live, a, o)));
-        for c in diff(&kind.schema(), &desired, &l.attrs, None) {
+        let schema = kind.schema();
+        for attribute in schema.ignore_drift {
+            let Some(want) = desired.get(*attribute).filter(|w| !is_unknown(w)) else {
+                continue;
+            };
+            let have = l.attrs.get(*attribute);
+            if have != Some(want) {
+                report.ignored.push(Ignored {
+                    address: r.address.clone(),
+                    attribute: attribute.to_string(),
+                    live: have.cloned(),
+                    desired: want.clone(),
+                });
+            }
+        }
+        for c in diff(&schema, &desired, &l.attrs, None) {
             if c.forces_replacement && !is_unknown(&c.after) {
                 report.replacements.push(Replacement {
                     address: r.address.clone(),

@@ -10,6 +10,14 @@
 //! security group rules, routes, the gateway attachment) are reported as
 //! folded; everything else that matches nothing is reported as unmapped.
 //!
+//! Each target carries the id devstack's kind uses, which is not always
+//! the one Terraform records: Terraform names a policy attachment
+//! `<role>-<timestamp>` and a volume attachment `vai-<hash>`, while
+//! devstack keys them by what they join (`<role>/<policy ARN>`,
+//! `<volume>:<instance>`), so those are rebuilt from the attributes. Every
+//! other id is the same in both (role and profile names, `role:policy`,
+//! `lt-…`, `i-…`, `vol-…`, the EIP's allocation id, `eipassoc-…`).
+//!
 //! This module is pure: it reads a file's text and an environment and
 //! returns a [`Mapping`]. Checking that each resource really exists, and
 //! reading it, is `import`'s job through the engine's `Kind::read`.
@@ -212,6 +220,9 @@ pub struct Mapping {
     /// (Terraform address, devstack address it is folded into).
     pub folded: Vec<(String, String)>,
     pub unmapped: Vec<Unmapped>,
+    /// Things the state says that an operator should know before the
+    /// first plan (each one line, naming the Terraform address).
+    pub notes: Vec<String>,
 }
 
 /// Maps a state's managed objects onto the environment's addresses.
@@ -463,7 +474,15 @@ impl Mapper<'_> {
                     && o.str("policy_arn")
                         .is_some_and(|a| a.ends_with(&format!("/{SSM_POLICY}")))
             });
-            self.assign(&format!("iam_role_policy_attachment.{role}_ssm"), c);
+            // Terraform's id is `<role>-<timestamp>`; devstack's is the pair.
+            self.assign_with_id(
+                &format!("iam_role_policy_attachment.{role}_ssm"),
+                c,
+                |o| match (o.str("role"), o.str("policy_arn")) {
+                    (Some(r), Some(a)) => format!("{r}/{a}"),
+                    _ => o.id().to_string(),
+                },
+            );
 
             let profile = self.n(&format!("{role}-profile"));
             let c = self.find("aws_iam_instance_profile", |o| {
@@ -476,6 +495,19 @@ impl Mapper<'_> {
     fn compute(&mut self) {
         let lt = self.n("worker");
         let c = self.find("aws_launch_template", |o| o.str("name") == Some(&lt));
+        if let Some(o) = c.first().map(|i| &self.objs[*i]) {
+            let version = |k: &str| o.attrs.get(k).and_then(Value::as_u64);
+            if let (Some(default), Some(latest)) =
+                (version("default_version"), version("latest_version"))
+            {
+                if default != latest {
+                    self.out.notes.push(format!(
+                        "{}: Terraform left version {default} as the default, but dispatch launches the latest ({latest}); devstack compares the latest version, and its next update of the template (at least the ManagedBy tag) makes the latest version the default too",
+                        o.address
+                    ));
+                }
+            }
+        }
         self.assign("launch_template.worker", c);
 
         let manager = self.n("manager");
@@ -502,7 +534,13 @@ impl Mapper<'_> {
         let c = self.find("aws_volume_attachment", |o| {
             volume.is_some() && o.str("volume_id") == volume.as_deref()
         });
-        self.assign("volume_attachment.manager_data", c);
+        // Terraform's id is `vai-<hash>`; devstack's is the pair it joins.
+        self.assign_with_id("volume_attachment.manager_data", c, |o| {
+            match (o.str("volume_id"), o.str("instance_id")) {
+                (Some(v), Some(i)) => format!("{v}:{i}"),
+                _ => o.id().to_string(),
+            }
+        });
 
         // The EIP's id is its allocation id (Terraform's `id` for a VPC EIP).
         let eip = self.n("manager-eip");
@@ -646,6 +684,59 @@ mod tests {
         assert!(m.unmapped[0]
             .reason
             .contains("already aws_dynamodb_table.a"));
+    }
+
+    #[test]
+    fn a_launch_template_default_behind_its_latest_is_noted() {
+        let env = Env::load("prod").unwrap();
+        let lt = |default: u64, latest: u64| {
+            state(json!([res(
+                "aws_launch_template",
+                "worker",
+                json!({"id": "lt-1", "name": format!("{}-worker", env.name),
+                       "default_version": default, "latest_version": latest})
+            )]))
+        };
+        let m = map(&lt(1, 3), &env);
+        assert_eq!(m.targets["launch_template.worker"].id, "lt-1");
+        assert_eq!(m.notes.len(), 1);
+        assert!(
+            m.notes[0].contains("version 1 as the default"),
+            "{}",
+            m.notes[0]
+        );
+        assert!(map(&lt(3, 3), &env).notes.is_empty());
+    }
+
+    #[test]
+    fn attachments_get_devstack_ids_from_what_they_join() {
+        let env = Env::load("prod").unwrap();
+        let role = format!("{}-worker-role", env.name);
+        let s = state(json!([
+            res(
+                "aws_iam_role_policy_attachment",
+                "ssm",
+                json!({"id": format!("{role}-20250110120000000000000001"), "role": role,
+                       "policy_arn": "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"})
+            ),
+            res(
+                "aws_ebs_volume",
+                "data",
+                json!({"id": "vol-1", "tags": {"Name": format!("{}-manager-data", env.name)}})
+            ),
+            res(
+                "aws_volume_attachment",
+                "data",
+                json!({"id": "vai-1", "volume_id": "vol-1", "instance_id": "i-1",
+                       "device_name": "/dev/sdf"})
+            ),
+        ]));
+        let m = map(&s, &env);
+        assert_eq!(
+            m.targets["iam_role_policy_attachment.worker_ssm"].id,
+            format!("{role}/arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+        );
+        assert_eq!(m.targets["volume_attachment.manager_data"].id, "vol-1:i-1");
     }
 
     #[test]
