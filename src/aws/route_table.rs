@@ -187,30 +187,18 @@ impl Kind for RouteTableKind {
                 items.iter().map(|i| i.id.clone()),
             )])
             .await?;
-        Ok(items
-            .iter()
-            .map(|i| {
-                found
-                    .iter()
-                    .find(|t| t.route_table_id() == Some(i.id.as_str()))
-                    .map(live)
-            })
-            .collect())
+        Ok(tags::by_id(items, &found, |x| x.route_table_id(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self.describe(tags::owner_filters(meta)).await?;
-        Ok(items
-            .iter()
-            .map(|i| {
-                found
-                    .iter()
-                    .find(|t| {
-                        tags::owned_address(meta, t.tags()).as_deref() == Some(i.address.as_str())
-                    })
-                    .map(live)
-            })
-            .collect())
+        Ok(tags::by_owned_address(
+            meta,
+            items,
+            &found,
+            |x| x.tags(),
+            live,
+        ))
     }
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {

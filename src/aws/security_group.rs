@@ -103,30 +103,18 @@ impl Kind for SecurityGroupKind {
             vec![tags::filter("group-id", items.iter().map(|i| i.id.clone()))],
         )
         .await?;
-        Ok(items
-            .iter()
-            .map(|i| {
-                found
-                    .iter()
-                    .find(|g| g.group_id() == Some(i.id.as_str()))
-                    .map(live)
-            })
-            .collect())
+        Ok(tags::by_id(items, &found, |x| x.group_id(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = describe(&self.ec2, tags::owner_filters(meta)).await?;
-        Ok(items
-            .iter()
-            .map(|i| {
-                found
-                    .iter()
-                    .find(|g| {
-                        tags::owned_address(meta, g.tags()).as_deref() == Some(i.address.as_str())
-                    })
-                    .map(live)
-            })
-            .collect())
+        Ok(tags::by_owned_address(
+            meta,
+            items,
+            &found,
+            |x| x.tags(),
+            live,
+        ))
     }
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {

@@ -123,30 +123,18 @@ impl Kind for SubnetKind {
                 items.iter().map(|i| i.id.clone()),
             )])
             .await?;
-        Ok(items
-            .iter()
-            .map(|i| {
-                found
-                    .iter()
-                    .find(|s| s.subnet_id() == Some(i.id.as_str()))
-                    .map(live)
-            })
-            .collect())
+        Ok(tags::by_id(items, &found, |x| x.subnet_id(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self.describe(tags::owner_filters(meta)).await?;
-        Ok(items
-            .iter()
-            .map(|i| {
-                found
-                    .iter()
-                    .find(|s| {
-                        tags::owned_address(meta, s.tags()).as_deref() == Some(i.address.as_str())
-                    })
-                    .map(live)
-            })
-            .collect())
+        Ok(tags::by_owned_address(
+            meta,
+            items,
+            &found,
+            |x| x.tags(),
+            live,
+        ))
     }
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {

@@ -121,3 +121,42 @@ pub async fn sync_ec2(
     }
     Ok(())
 }
+
+/// Pairs each requested id with the described resource that has it (a
+/// batched read answers in request order, `None` for what is gone).
+pub fn by_id<T>(
+    items: &[crate::engine::provider::ReadRequest],
+    found: &[T],
+    id_of: impl Fn(&T) -> Option<&str>,
+    live: impl Fn(&T) -> crate::engine::provider::Live,
+) -> Vec<Option<crate::engine::provider::Live>> {
+    items
+        .iter()
+        .map(|i| {
+            found
+                .iter()
+                .find(|f| id_of(f) == Some(i.id.as_str()))
+                .map(&live)
+        })
+        .collect()
+}
+
+/// Pairs each wanted address with the described resource this stack
+/// tagged with it (how a crashed apply's creations are found again).
+pub fn by_owned_address<T>(
+    meta: &Meta,
+    items: &[crate::engine::provider::FindRequest],
+    found: &[T],
+    tags_of: impl Fn(&T) -> &[Tag],
+    live: impl Fn(&T) -> crate::engine::provider::Live,
+) -> Vec<Option<crate::engine::provider::Live>> {
+    items
+        .iter()
+        .map(|i| {
+            found
+                .iter()
+                .find(|f| owned_address(meta, tags_of(f)).as_deref() == Some(i.address.as_str()))
+                .map(&live)
+        })
+        .collect()
+}
