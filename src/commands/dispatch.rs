@@ -20,6 +20,13 @@ use crate::worker::userdata::{render_user_data, DevstackBinary, UserDataParams};
 
 pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
     let env = ctx.env()?;
+    // A bad path is the cheapest thing to refuse: before any AWS call.
+    if let Err(why) = crate::dispatch::check_ticket_path(&args.ticket) {
+        return Err(exit::hint(
+            why,
+            "pass the path relative to the docs repository, e.g. sows/feature.md or dx/surface.md",
+        ));
+    }
     let outputs = stack_outputs(ctx).await?;
     let output = |key: &str| {
         outputs.get(key).cloned().ok_or_else(|| {

@@ -74,10 +74,7 @@ impl DynamoStore {
         R: std::fmt::Debug,
     {
         if code(&e) == Some("ResourceNotFoundException") {
-            return StateError::Missing(format!(
-                "dynamodb:{} (run `devstack init` first)",
-                self.table
-            ));
+            return StateError::Missing(format!("dynamodb:{}", self.table));
         }
         StateError::Backend(format!("DynamoDB table {}: {}", self.table, describe(&e)))
     }
