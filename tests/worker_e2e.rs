@@ -351,17 +351,18 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
 
-        // Secrets, as seeded by hand in production.
+        // Secrets, as seeded by hand in production. The harness created
+        // both with placeholder values; give them real-looking ones.
         let (private_pem, public_pem) = app_key(root);
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
-        sm.create_secret()
-            .name("prog-strength-developer/claude-credentials")
+        sm.put_secret_value()
+            .secret_id("prog-strength-developer/claude-credentials")
             .secret_string(CLAUDE_SECRET)
             .send()
             .await
             .unwrap();
-        sm.create_secret()
-            .name("prog-strength-developer/github-app")
+        sm.put_secret_value()
+            .secret_id("prog-strength-developer/github-app")
             .secret_string(
                 serde_json::json!({
                     "app_id": APP_ID.parse::<u64>().unwrap(),
