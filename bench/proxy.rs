@@ -13,7 +13,7 @@
 //! What it does, per request, in order:
 //!
 //! 1. records it ([`RequestRecord`]: arrival time, method, path, SigV4
-//!    service, AWS action) and decides, from the seeded PRNG, whether it
+//!    service, AWS action, body) and decides, from the seeded PRNG, whether it
 //!    is faulted;
 //! 2. sleeps [`ProxyConfig::delay`] (every request, faulted or not: it
 //!    stands for the network round trip to a real region);
@@ -196,6 +196,10 @@ pub struct RequestRecord {
     /// operation of an RPCv2 path (`/service/S/operation/Op`), else
     /// `"METHOD /path"`.
     pub action: String,
+    /// The request body as received (empty when there was none), so a
+    /// test can see what an action asked for (the items of a
+    /// `TransactWriteItems`, say), not only its name.
+    pub body: Vec<u8>,
     /// The fault injected, if any.
     pub fault: Option<Fault>,
     /// Whether the request was sent on to the upstream (false for a fault
@@ -513,6 +517,7 @@ impl State {
             path: info.path,
             service: info.service,
             action: info.action,
+            body: info.body,
             fault,
             forwarded: forward && !held,
             held,
@@ -1028,6 +1033,7 @@ struct RequestInfo {
     path: String,
     service: Option<String>,
     action: String,
+    body: Vec<u8>,
     protocol: Protocol,
     is_dynamodb: bool,
 }
@@ -1080,6 +1086,7 @@ impl RequestInfo {
             path,
             service,
             action,
+            body: req.body.clone().unwrap_or_default(),
             protocol,
             is_dynamodb,
         }
@@ -1234,6 +1241,7 @@ mod proxy_unit_tests {
             path: "/".into(),
             service: Some("ec2".into()),
             action: "CreateVpc".into(),
+            body: Vec::new(),
             protocol: Protocol::Ec2Query,
             is_dynamodb: false,
         }

@@ -1,7 +1,8 @@
 //! The registry contract, run against both implementations: the in-memory
 //! one and the DynamoDB one on a real moto server through the real SDK.
 //! Then the wire format: rows the Python `fleet` tool wrote read here, and
-//! rows written here have exactly its attribute names and types.
+//! rows written here have exactly its attribute names and types (the lock
+//! adds one, `fleet_slot`, which the old tool ignores).
 
 mod common;
 mod fleet_support;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::Moto;
-use devstack::fleet::dynamo::{slot_sk, FLEET_PARTITION};
+use devstack::fleet::dynamo::{slot_sk, FLEET_PARTITION, LOCK_SLOT_ATTR};
 use devstack::fleet::{
     AcquireError, AcquireRequest, AttachError, AttachRequest, DynamoRegistry, LockItem,
     MemoryRegistry, Outcome, Registry, ReleaseBy, ReleaseRequest, Released, Status,
@@ -121,6 +122,7 @@ contract! {
   races {
     twenty_concurrent_acquires_of_one_ticket_one_wins(cap = 10);
     fifteen_concurrent_acquires_with_cap_ten_ten_win(cap = 10);
+    releases_racing_acquires_never_exceed_the_cap(cap = 3);
   }
 }
 
@@ -713,6 +715,74 @@ async fn fifteen_concurrent_acquires_with_cap_ten_ten_win(r: Arc<dyn Registry>) 
     }
 }
 
+async fn releases_racing_acquires_never_exceed_the_cap(r: Arc<dyn Registry>) {
+    for i in 0..3 {
+        let (sow, id) = (format!("sows/old{i}.md"), format!("old{i}"));
+        r.acquire(&req(&sow, &id), T0).await.unwrap();
+        attach(&*r, &sow, &id, &format!("i-old{i}"), T0).await;
+    }
+    // The three workers release while six dispatches race for their slots.
+    let releases: Vec<_> = (0..3)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                let by = ReleaseBy::Instance(format!("i-old{i}"));
+                r.release(
+                    &release(&format!("sows/old{i}.md"), by, Outcome::Success),
+                    T0 + 10,
+                )
+                .await
+            })
+        })
+        .collect();
+    let acquires: Vec<_> = (0..6)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                r.acquire(
+                    &req(&format!("sows/new{i}.md"), &format!("new{i}")),
+                    T0 + 10,
+                )
+                .await
+            })
+        })
+        .collect();
+    for task in releases {
+        let out = task.await.unwrap().unwrap();
+        assert!(matches!(out, Released::Released { .. }), "{out:?}");
+    }
+    let mut won = 0;
+    for task in acquires {
+        match task.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(AcquireError::AtCap { cap: 3 }) => {}
+            Err(other) => panic!("unexpected refusal: {other:?}"),
+        }
+    }
+    assert!(won <= 3, "{won} acquires won with cap 3");
+    // Every freed slot is usable again, and no more than that: acquiring
+    // until refused ends with exactly the cap live.
+    let mut i = 0;
+    loop {
+        let request = req(&format!("sows/late{i}.md"), &format!("late{i}"));
+        match r.acquire(&request, T0 + 20).await {
+            Ok(_) => i += 1,
+            Err(AcquireError::AtCap { cap: 3 }) => break,
+            Err(other) => panic!("unexpected refusal: {other:?}"),
+        }
+        assert!(i <= 3, "more than the cap acquired");
+    }
+    let active = r.list_active(T0 + 20).await.unwrap();
+    assert_eq!(active.len(), 3);
+    let slots = held_slots(&*r, T0 + 20).await;
+    assert_eq!(slots.len(), 3);
+    for (sow, dispatch_id) in slots {
+        assert!(active
+            .iter()
+            .any(|l| l.sow == sow && l.dispatch_id == dispatch_id));
+    }
+}
+
 // -- wire format ---------------------------------------------------------
 
 type Item = std::collections::HashMap<String, AttributeValue>;
@@ -816,6 +886,7 @@ async fn rows_the_python_tool_wrote_read_correctly() {
             expires_at: T0 + 7 * 3600,
             instance_id: Some("i-0old".into()),
             dispatched_by: Some("octocat".into()),
+            slot: None,
         }
     );
     assert_eq!(r.list_active(T0 + 10).await.unwrap(), vec![lock]);
@@ -857,7 +928,7 @@ async fn rows_the_python_tool_wrote_read_correctly() {
 }
 
 #[tokio::test]
-async fn rows_devstack_writes_have_exactly_the_old_attributes() {
+async fn rows_devstack_writes_have_the_old_attributes_and_the_locks_slot() {
     let f = dynamo(10).await;
     let client = f.client.clone().unwrap();
     let r = &*f.registry;
@@ -869,6 +940,9 @@ async fn rows_devstack_writes_have_exactly_the_old_attributes() {
     r.acquire(&request, T0).await.unwrap();
     let run_sk = format!("RUN#{T0:020}#d1");
 
+    // The old tool's attributes, plus `fleet_slot`: the slot the lock took,
+    // so the worker's release can free it by key. The old tool ignores
+    // attributes it does not know.
     let lock_shape = expected(&[
         ("sow", "S"),
         ("sk", "S"),
@@ -878,11 +952,14 @@ async fn rows_devstack_writes_have_exactly_the_old_attributes() {
         ("updated_at", "N"),
         ("expires_at", "N"),
         ("dispatched_by", "S"),
+        (LOCK_SLOT_ATTR, "S"),
     ]);
     let lock = raw_item(&client, "sows/a.md", "LOCK").await.unwrap();
     assert_eq!(shape(&lock), lock_shape);
     assert_eq!(lock["status"], s("working"));
     assert_eq!(lock["expires_at"], n(T0 + 7 * 3600));
+    let slot = r.list_slots().await.unwrap()[0].slot;
+    assert_eq!(lock[LOCK_SLOT_ATTR], s(&slot_sk(slot)));
 
     let run_shape = expected(&[
         ("sow", "S"),

@@ -3,7 +3,9 @@
 //! - AWS is moto (secrets, the runs table with the ticket's lock and run
 //!   row, written in the platform.md §3 format or taken by devstack's own
 //!   registry, a running instance to terminate), reached through the real
-//!   SDK by the real binary;
+//!   SDK by the real binary, via bench/proxy.rs, which records what the
+//!   worker asked of DynamoDB so each test can check it fits the worker
+//!   role (`fleet_support::iam`);
 //! - the Pushgateway is Debian's `prometheus-pushgateway`, started by each
 //!   test on a free port;
 //! - the repositories are local bare git repositories;
@@ -19,6 +21,9 @@
 //! row in DynamoDB, the instance terminated, the readable log.
 
 mod common;
+mod fleet_support;
+#[path = "../bench/proxy.rs"]
+mod proxy;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -38,7 +43,9 @@ use axum::Router;
 use common::Moto;
 use devstack::fleet::{AcquireRequest, AttachRequest, DynamoRegistry, Registry};
 use devstack::worker::WorkerConfig;
+use fleet_support::iam::{required_actions, worker_runs_table_actions};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use proxy::{Proxy, ProxyConfig};
 
 const SOW: &str = "sows/rest-timer.md";
 const ORG: &str = "Prog-Strength";
@@ -313,6 +320,8 @@ fn bare_repo(base: &Path, name: &str, files: &[(&str, &str)]) {
 /// Everything one worker run needs, on this machine.
 struct World {
     moto: Moto,
+    /// Between the worker and moto; the test's own reads go around it.
+    proxy: Proxy,
     sdk: aws_config::SdkConfig,
     pushgateway: Pushgateway,
     dir: tempfile::TempDir,
@@ -348,21 +357,23 @@ impl World {
         // Bare: this test seeds the secrets itself, with real values.
         let moto = Moto::start_bare();
         let sdk = moto.sdk_config().await;
+        let proxy = Proxy::start(&moto.endpoint, ProxyConfig::transparent()).await;
         let pushgateway = Pushgateway::start().await;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
 
-        // Secrets, as seeded by hand in production.
+        // Secrets, as seeded by hand in production. The harness created
+        // both with placeholder values; give them real-looking ones.
         let (private_pem, public_pem) = app_key(root);
         let sm = aws_sdk_secretsmanager::Client::new(&sdk);
-        sm.create_secret()
-            .name("prog-strength-developer/claude-credentials")
+        sm.put_secret_value()
+            .secret_id("prog-strength-developer/claude-credentials")
             .secret_string(CLAUDE_SECRET)
             .send()
             .await
             .unwrap();
-        sm.create_secret()
-            .name("prog-strength-developer/github-app")
+        sm.put_secret_value()
+            .secret_id("prog-strength-developer/github-app")
             .secret_string(
                 serde_json::json!({
                     "app_id": APP_ID.parse::<u64>().unwrap(),
@@ -491,6 +502,7 @@ agent_user = "root"
 
         World {
             moto,
+            proxy,
             sdk,
             pushgateway,
             table,
@@ -515,6 +527,7 @@ agent_user = "root"
         cmd.args(["worker", "run", "--config"])
             .arg(&self.config_path)
             .envs(self.moto.env())
+            .env("AWS_ENDPOINT_URL", self.proxy.url())
             .env_remove("AWS_PROFILE")
             .env_remove("INSTANCE_ID")
             .env("RUST_LOG", "info,aws_config=warn,aws_smithy_runtime=warn")
@@ -539,6 +552,25 @@ agent_user = "root"
                 self.worker_output()
             ),
         }
+    }
+
+    /// Everything the worker asked of DynamoDB needs only what the worker
+    /// role allows on the runs table (on AWS, anything else is denied), and
+    /// it did write (the release).
+    fn assert_dynamodb_within_worker_role(&self) {
+        let needed: BTreeSet<String> = self
+            .proxy
+            .requests()
+            .iter()
+            .filter(|r| r.service.as_deref() == Some("dynamodb"))
+            .flat_map(|r| required_actions(&r.action, &r.body))
+            .collect();
+        let allowed = worker_runs_table_actions();
+        assert!(
+            needed.is_subset(&allowed),
+            "AWS would deny the worker: it needs {needed:?}, its role allows {allowed:?}"
+        );
+        assert!(needed.contains("dynamodb:UpdateItem"), "{needed:?}");
     }
 
     async fn lock(&self) -> BTreeMap<String, AttributeValue> {
@@ -1025,6 +1057,7 @@ async fn a_successful_run_reports_releases_and_terminates() {
     );
 
     // The lock is free, and the run row final, with the observed model.
+    world.assert_dynamodb_within_worker_role();
     let lock = world.lock().await;
     assert_eq!(text_attr(&lock, "status"), "done");
     assert_eq!(text_attr(&lock, "instance_id"), world.instance_id);
@@ -1131,6 +1164,7 @@ async fn a_failing_agent_still_reports_releases_and_terminates() {
         1.0
     );
 
+    world.assert_dynamodb_within_worker_role();
     let lock = world.lock().await;
     assert_eq!(text_attr(&lock, "status"), "error");
     let run = &world.history().await[0];
@@ -1147,6 +1181,7 @@ async fn a_failing_agent_still_reports_releases_and_terminates() {
         .await
         .unwrap();
     assert!(slots.is_empty(), "{slots:?}");
+    assert!(lock.contains_key("fleet_slot"), "the lock names its slot");
     assert!(
         ["shutting-down", "terminated"].contains(&world.instance_state().await.as_str()),
         "{output}"
@@ -1174,6 +1209,7 @@ async fn the_backstop_stops_a_stuck_agent_and_records_a_timeout() {
         pushed.iter().all(|s| s.labels["outcome"] == "timeout"),
         "{pushed:?}"
     );
+    world.assert_dynamodb_within_worker_role();
     let lock = world.lock().await;
     assert_eq!(text_attr(&lock, "status"), "timeout");
     assert_eq!(text_attr(&world.history().await[0], "outcome"), "timeout");
@@ -1222,6 +1258,7 @@ async fn an_invalid_ticket_fails_before_the_agent_and_still_finalizes() {
             .value,
         0.0
     );
+    world.assert_dynamodb_within_worker_role();
     assert_eq!(text_attr(&world.lock().await, "status"), "error");
     let run = &world.history().await[0];
     assert_eq!(num_attr(run, "prs_opened"), 0);

@@ -14,8 +14,19 @@
 //! DynamoDB commits all three or none, so no interleaving of concurrent
 //! acquires can hold more than `cap` slots. A slot carries its lock's
 //! `expires_at`, so a slot whose worker died frees itself exactly when the
-//! stale lock does, by the same kind of condition. Release frees lock, slot
-//! and history row in one transaction too.
+//! stale lock does, by the same kind of condition. The lock records the
+//! slot it took (`fleet_slot`, the slot's sort key).
+//!
+//! Release runs on the worker, whose role may only `GetItem` and
+//! `UpdateItem` on the table (platform.md §1). `TransactWriteItems` is
+//! authorized per item it contains (`Update` as `UpdateItem`, `Delete` as
+//! `DeleteItem`, `ConditionCheck` as `ConditionCheckItem`), so release is:
+//! one `GetItem` of the lock, then one transaction of `Update` items only:
+//! the lock's status, the history row, and the slot the lock names, marked
+//! free (`released_at`) instead of deleted. Acquire counts a released slot
+//! as free. Acquire, attach, list and reconcile run with dispatch's or an
+//! operator's credentials and may use more (`Query`, `PutItem`,
+//! `ConditionCheckItem`, `BatchGetItem`, `Scan`).
 //!
 //! A lock released by something that does not know slots (the Python
 //! tool's `release --force`, a worker still running the old bootstrap)
@@ -38,8 +49,8 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, Delete, KeysAndAttributes, Put,
-    ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, CancellationReason, ConditionCheck, KeysAndAttributes, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -54,10 +65,21 @@ use super::registry::{oldest_first, runs_oldest_first, AcquireError, AttachError
 pub const FLEET_PARTITION: &str = "#fleet";
 /// Sort-key prefix of slot items.
 pub const SLOT_PREFIX: &str = "SLOT#";
+/// The lock's attribute naming the slot it took (its sort key). The old
+/// tool ignores attributes it does not know.
+pub const LOCK_SLOT_ATTR: &str = "fleet_slot";
+/// The slot's attribute a release sets: the slot is free from then on,
+/// whatever its `expires_at` says.
+pub const RELEASED_AT_ATTR: &str = "released_at";
 
 /// Sort key of slot `i`.
 pub fn slot_sk(i: u32) -> String {
     format!("{SLOT_PREFIX}{i:02}")
+}
+
+/// The slot number of a slot sort key (`SLOT#07` gives 7).
+pub fn parse_slot_sk(sk: &str) -> Option<u32> {
+    sk.strip_prefix(SLOT_PREFIX)?.parse().ok()
 }
 
 type Item = HashMap<String, AttributeValue>;
@@ -114,8 +136,8 @@ impl DynamoRegistry {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    /// Takes a slot that is free (absent or expired) or, with `stale`,
-    /// exactly the leaked holding that was read.
+    /// Takes a slot that is free (absent, expired or released) or, with
+    /// `stale`, exactly the leaked holding that was read.
     fn put_slot(
         &self,
         slot: &SlotItem,
@@ -127,7 +149,10 @@ impl DynamoRegistry {
             .set_item(Some(slot_to_item(slot)));
         let put = match stale {
             None => put
-                .condition_expression("attribute_not_exists(sk) OR expires_at <= :now")
+                .condition_expression(
+                    "attribute_not_exists(sk) OR expires_at <= :now OR attribute_exists(#released)",
+                )
+                .expression_attribute_names("#released", RELEASED_AT_ATTR)
                 .expression_attribute_values(":now", n(now)),
             Some(stale) => put
                 .condition_expression("holder = :holder AND dispatch_id = :did")
@@ -294,15 +319,22 @@ impl DynamoRegistry {
         Ok(TransactWriteItem::builder().update(update).build())
     }
 
-    fn free_slot(&self, slot: &SlotItem) -> anyhow::Result<TransactWriteItem> {
-        let delete = Delete::builder()
+    /// Marks the lock's slot free, if the lock still holds it. An `Update`,
+    /// not a `Delete`: the worker's role may update items but not delete
+    /// them. The condition also keeps the update from creating a slot
+    /// that is gone (DynamoDB's TTL may have deleted an expired one).
+    fn free_slot(&self, lock: &LockItem, slot: u32, now: i64) -> anyhow::Result<TransactWriteItem> {
+        let update = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(Self::key(FLEET_PARTITION, &slot_sk(slot.slot))))
+            .set_key(Some(Self::key(FLEET_PARTITION, &slot_sk(slot))))
+            .update_expression("SET #released = :now")
             .condition_expression("holder = :sow AND dispatch_id = :did")
-            .expression_attribute_values(":sow", s(&slot.sow))
-            .expression_attribute_values(":did", s(&slot.dispatch_id))
+            .expression_attribute_names("#released", RELEASED_AT_ATTR)
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":sow", s(&lock.sow))
+            .expression_attribute_values(":did", s(&lock.dispatch_id))
             .build()?;
-        Ok(TransactWriteItem::builder().delete(delete).build())
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxnError> {
@@ -328,16 +360,19 @@ impl DynamoRegistry {
         }
     }
 
-    /// Every stored slot item (held or expired), strongly consistent.
+    /// Every taken slot (held or expired, not released), strongly
+    /// consistent. Dispatch and operators only: it is a `Query`.
     async fn read_slots(&self) -> anyhow::Result<Vec<SlotItem>> {
         let items = self
             .query_all(FLEET_PARTITION, SLOT_PREFIX, true)
             .await
             .context("reading the fleet slots")?;
-        let mut slots = items
-            .iter()
-            .map(slot_from_item)
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let mut slots = Vec::new();
+        for item in &items {
+            if let Some(slot) = slot_from_item(item)? {
+                slots.push(slot);
+            }
+        }
         slots.sort_by_key(|s| s.slot);
         Ok(slots)
     }
@@ -456,7 +491,6 @@ impl Registry for DynamoRegistry {
     }
 
     async fn acquire(&self, req: &AcquireRequest, now: i64) -> Result<LockItem, AcquireError> {
-        let lock = req.lock(now);
         let run = req.run(now);
         let attempts = self.max_acquire_attempts();
         for attempt in 0..attempts {
@@ -477,6 +511,10 @@ impl Registry for DynamoRegistry {
             } else {
                 // A random free slot, so concurrent acquires rarely collide.
                 (free[(random() % free.len() as u128) as usize], None)
+            };
+            let lock = LockItem {
+                slot: Some(slot),
+                ..req.lock(now)
             };
             let mut items = vec![
                 self.put_lock(&lock, now)?,
@@ -595,7 +633,9 @@ impl Registry for DynamoRegistry {
 
     async fn release(&self, req: &ReleaseRequest, now: i64) -> anyhow::Result<Released> {
         // Read, judge, then commit conditionally on nothing having moved;
-        // if it did, judge again from a fresh read.
+        // if it did, judge again from a fresh read. The worker runs this:
+        // only `GetItem` and a transaction of `Update` items (see the
+        // module docs), so never `read_slots` here.
         for _ in 0..5 {
             let Some(lock) = self.get(&req.sow).await? else {
                 return Ok(Released::NotHeld { current: None });
@@ -605,20 +645,15 @@ impl Registry for DynamoRegistry {
                     current: Some(lock),
                 });
             }
-            let slot = self
-                .read_slots()
-                .await?
-                .into_iter()
-                .find(|s| s.belongs_to(&lock));
             let mut with_run = true;
-            let mut with_slot = slot.is_some();
+            let mut with_slot = lock.slot.is_some();
             for attempt in 0..6 {
                 let mut items = vec![self.release_lock(&lock, req, now)?];
                 if with_run {
                     items.push(self.finalize_run(&lock, req, now)?);
                 }
-                if let (true, Some(slot)) = (with_slot, &slot) {
-                    items.push(self.free_slot(slot)?);
+                if let (true, Some(slot)) = (with_slot, lock.slot) {
+                    items.push(self.free_slot(&lock, slot, now)?);
                 }
                 match self.transact(items).await {
                     Ok(()) => {
@@ -759,6 +794,7 @@ fn lock_to_item(lock: &LockItem) -> Item {
     ]);
     put_opt(&mut item, "instance_id", &lock.instance_id);
     put_opt(&mut item, "dispatched_by", &lock.dispatched_by);
+    put_opt(&mut item, LOCK_SLOT_ATTR, &lock.slot.map(slot_sk));
     item
 }
 
@@ -877,6 +913,14 @@ fn lock_from_item(item: &Item) -> anyhow::Result<LockItem> {
         expires_at: row.n("expires_at")?,
         instance_id: row.opt_s("instance_id")?,
         dispatched_by: row.opt_s("dispatched_by")?,
+        slot: row
+            .opt_s(LOCK_SLOT_ATTR)?
+            .map(|sk| {
+                parse_slot_sk(&sk).ok_or_else(|| {
+                    anyhow!("{}: `{LOCK_SLOT_ATTR}` = {sk} is not a slot", row.name())
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -907,20 +951,22 @@ fn run_from_item(item: &Item) -> anyhow::Result<RunItem> {
     })
 }
 
-fn slot_from_item(item: &Item) -> anyhow::Result<SlotItem> {
+/// The slot an item holds, or `None` if it was released (free).
+fn slot_from_item(item: &Item) -> anyhow::Result<Option<SlotItem>> {
     let row = Row { item, what: "slot" };
+    if row.get(RELEASED_AT_ATTR).is_some() {
+        return Ok(None);
+    }
     let sk = row.s("sk")?;
-    let slot = sk
-        .strip_prefix(SLOT_PREFIX)
-        .and_then(|i| i.parse::<u32>().ok())
-        .ok_or_else(|| anyhow!("{}: `sk` is not a slot number", row.name()))?;
-    Ok(SlotItem {
+    let slot =
+        parse_slot_sk(&sk).ok_or_else(|| anyhow!("{}: `sk` is not a slot number", row.name()))?;
+    Ok(Some(SlotItem {
         slot,
         sow: row.s("holder")?,
         dispatch_id: row.s("dispatch_id")?,
         acquired_at: row.n("acquired_at")?,
         expires_at: row.n("expires_at")?,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -937,11 +983,23 @@ mod tests {
         };
         let lock = req.lock(100);
         assert_eq!(lock_from_item(&lock_to_item(&lock)).unwrap(), lock);
+        let lock = LockItem {
+            slot: Some(3),
+            ..lock
+        };
+        let item = lock_to_item(&lock);
+        assert_eq!(item[LOCK_SLOT_ATTR], s("SLOT#03"));
+        assert_eq!(lock_from_item(&item).unwrap(), lock);
         let run = req.run(100);
         assert_eq!(run_from_item(&run_to_item(&run)).unwrap(), run);
         let slot = req.slot(7, 100);
-        assert_eq!(slot_from_item(&slot_to_item(&slot)).unwrap(), slot);
+        let mut item = slot_to_item(&slot);
+        assert_eq!(slot_from_item(&item).unwrap(), Some(slot));
+        item.insert(RELEASED_AT_ATTR.into(), n(150));
+        assert_eq!(slot_from_item(&item).unwrap(), None, "released is free");
         assert_eq!(slot_sk(7), "SLOT#07");
+        assert_eq!(parse_slot_sk("SLOT#07"), Some(7));
+        assert_eq!(parse_slot_sk("LOCK"), None);
     }
 
     #[test]

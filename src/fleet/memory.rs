@@ -78,7 +78,10 @@ impl Registry for MemoryRegistry {
                 req.sow
             )));
         }
-        let lock = req.lock(now);
+        let lock = LockItem {
+            slot: Some(slot),
+            ..req.lock(now)
+        };
         t.locks.insert(req.sow.clone(), lock.clone());
         t.runs.insert(run_key, run);
         t.slots.insert(slot, req.slot(slot, now));
@@ -126,7 +129,13 @@ impl Registry for MemoryRegistry {
         if let Some(run) = t.runs.get_mut(&(lock.sow.clone(), lock.run_sk())) {
             run.finalize(req, now);
         }
-        t.slots.retain(|_, s| !s.belongs_to(&lock));
+        // Only the slot the lock names, as the DynamoDB registry can only
+        // free a slot it knows the key of.
+        if let Some(i) = lock.slot {
+            if t.slots.get(&i).is_some_and(|s| s.belongs_to(&lock)) {
+                t.slots.remove(&i);
+            }
+        }
         Ok(Released::Released { lock })
     }
 

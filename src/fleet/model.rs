@@ -144,6 +144,11 @@ pub struct LockItem {
     pub expires_at: i64,
     pub instance_id: Option<String>,
     pub dispatched_by: Option<String>,
+    /// The fleet slot this lock took. devstack records it at acquire so
+    /// that a release can free the slot by its key, without searching the
+    /// slots (the worker may only get and update items). Locks the old
+    /// tool took, or devstack took before it recorded this, have none.
+    pub slot: Option<u32>,
 }
 
 impl LockItem {
@@ -214,6 +219,7 @@ impl RunItem {
 
 /// One of the fleet's `cap` slots: taken with the lock, freed with it,
 /// free again by itself once `expires_at` passes (the lock's own expiry).
+/// A slot that was freed is not a `SlotItem` at all: only taken slots are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SlotItem {
     pub slot: u32,
@@ -264,7 +270,7 @@ impl AcquireRequest {
         }
     }
 
-    /// The lock an acquire at `now` writes.
+    /// The lock an acquire at `now` writes, before it has chosen a slot.
     pub fn lock(&self, now: i64) -> LockItem {
         LockItem {
             sow: self.sow.clone(),
@@ -275,6 +281,7 @@ impl AcquireRequest {
             expires_at: now + self.ttl_seconds,
             instance_id: None,
             dispatched_by: self.dispatched_by.clone(),
+            slot: None,
         }
     }
 

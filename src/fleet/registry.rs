@@ -53,9 +53,12 @@ pub trait Registry: Send + Sync {
     /// it) and on the run's history row, with `compute_type` when given.
     async fn attach(&self, req: &AttachRequest, now: i64) -> Result<LockItem, AttachError>;
 
-    /// Frees the lock and its slot and finalizes the run, if `req.by` may
-    /// release it (see [`super::model::ReleaseBy::may_release`]); otherwise
-    /// changes nothing and says so.
+    /// Frees the lock and the slot it records ([`LockItem::slot`]) and
+    /// finalizes the run, if `req.by` may release it (see
+    /// [`super::model::ReleaseBy::may_release`]); otherwise changes nothing
+    /// and says so. A lock that records no slot leaves any slot it took to
+    /// expire or to be reclaimed by an acquire at the cap. The worker calls
+    /// this, so it must need no more than getting and updating items.
     async fn release(&self, req: &ReleaseRequest, now: i64) -> anyhow::Result<Released>;
 
     /// The ticket's lock as stored, whatever its state.
@@ -70,8 +73,8 @@ pub trait Registry: Send + Sync {
     /// Every run of every ticket, oldest first.
     async fn scan_history(&self) -> anyhow::Result<Vec<RunItem>>;
 
-    /// Slots as stored (held or expired), by slot number. A free slot has
-    /// no item.
+    /// Taken slots (held, or expired without a release), by slot number.
+    /// A free slot (never taken, or released) is not listed.
     async fn list_slots(&self) -> anyhow::Result<Vec<SlotItem>>;
 }
 

@@ -1,7 +1,9 @@
 //! What the fleet tests share on top of `tests/common`: the runs table as
-//! the stack creates it, a launch template for dispatch, and raw item
-//! helpers for wire-format checks.
+//! the stack creates it, a launch template for dispatch, raw item helpers
+//! for wire-format checks, and ([`iam`]) the worker role's permissions.
 #![allow(dead_code)]
+
+pub mod iam;
 
 use std::collections::HashMap;
 use std::net::{TcpListener, TcpStream};
