@@ -354,8 +354,7 @@ enum LockedBy {
 
 impl World {
     async fn new(opts: Options) -> World {
-        // Bare: this test seeds the secrets itself, with real values.
-        let moto = Moto::start_bare();
+        let moto = Moto::start();
         let sdk = moto.sdk_config().await;
         let proxy = Proxy::start(&moto.endpoint, ProxyConfig::transparent()).await;
         let pushgateway = Pushgateway::start().await;
