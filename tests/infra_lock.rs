@@ -185,15 +185,19 @@ async fn a_saved_plan_is_refused_once_state_has_moved() {
         .success();
     assert!(dir.path().join("p.json").exists());
 
-    // ...then someone applies something else (a tag change).
-    let retagged = env_file(dir.path(), "retagged", |t| {
-        set_line(t, "Project", "Project = \"prog-strength-platform\"")
+    // ...then someone applies something else: a shorter log retention, an
+    // in-place change of one resource. (Not a tag change: moto keeps a launch
+    // template's creation-time tags in DescribeLaunchTemplates, so a retag
+    // never converges there; tests/infra_apply.rs covers retagging.)
+    let other = env_file(dir.path(), "retention", |t| {
+        set_line(t, "log_retention_days", "log_retention_days = 14")
     });
-    let retagged = retagged.to_str().unwrap();
+    let other = other.to_str().unwrap();
     devstack(&moto, dir.path())
-        .args(["--env-file", retagged, "apply", "--auto-approve"])
+        .args(["--env-file", other, "apply", "--auto-approve"])
         .assert()
         .success();
+    let ddb = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
     let before = state_ids(&moto, dir.path(), &[]);
     let subnets_before = network::stack_subnets(&ec2).await;
 
@@ -214,15 +218,11 @@ async fn a_saved_plan_is_refused_once_state_has_moved() {
     assert_eq!(network::stack_subnets(&ec2).await, subnets_before);
     let workers = network::subnet_named(&ec2, &format!("{NAME}-public")).await;
     assert_eq!(workers.cidr_block(), Some("10.20.1.0/24"));
-    // And the refusal gave the lock back: the tag-change env is converged.
+    // And the refusal gave the lock back; the other change's env is
+    // converged, and a locking plan gets the lock.
+    assert!(lock_item(&ddb).await.is_none(), "the lock was given back");
     devstack(&moto, dir.path())
-        .args([
-            "--env-file",
-            retagged,
-            "plan",
-            "--detailed-exitcode",
-            "--lock",
-        ])
+        .args(["--env-file", other, "plan", "--detailed-exitcode", "--lock"])
         .assert()
         .code(0);
 }

@@ -1,8 +1,11 @@
 //! Snapshots of the three plan formats (`--format text|markdown|json`) as
 //! `devstack plan` prints them against a real moto: a plan from empty, and
 //! a plan that updates in place, replaces, and repairs drift at once (so
-//! the markdown carries its CAUTION block). Ids differ on every run and are
-//! redacted (`vpc-[id]`, ...); everything else is compared byte for byte.
+//! the markdown carries its CAUTION block). The stack is the whole platform
+//! (network, IAM, data, compute). Ids differ on every run and are redacted
+//! (`vpc-[id]`, `i-[id]`, ...), and so are the account id and AMI ids (moto's
+//! defaults, which a moto upgrade may change); everything else is compared
+//! byte for byte.
 //!
 //! Update a snapshot after a deliberate change with
 //! `INSTA_UPDATE=always cargo test --test plan_render` (or `cargo insta
@@ -28,15 +31,23 @@ fn plan(moto: &Moto, dir: &Path, args: &[&str], format: &str) -> String {
     String::from_utf8(out.get_output().stdout.clone()).expect("UTF-8 plan")
 }
 
-/// Runs `f` with insta set up to redact every AWS id the network has.
+/// Every id prefix the stack's resources (and its AMIs) have.
+const ID_PREFIXES: [&str; 12] = [
+    "vpc", "subnet", "sg", "igw", "rtb", "rtbassoc", "lt", "i", "vol", "eipalloc", "eipassoc",
+    "ami",
+];
+
+/// Runs `f` with insta set up to redact every AWS id the stack has, and the
+/// account id (in ARNs).
 fn redacted(f: impl FnOnce()) {
     let mut settings = insta::Settings::clone_current();
-    for prefix in ["vpc", "subnet", "sg", "igw", "rtb", "rtbassoc"] {
+    for prefix in ID_PREFIXES {
         settings.add_filter(
             &format!(r"\b{prefix}-[0-9a-f]{{8,17}}\b"),
             format!("{prefix}-[id]"),
         );
     }
+    settings.add_filter(r"\b[0-9]{12}\b", "[account]");
     settings.bind(f);
 }
 

@@ -560,7 +560,24 @@ impl Live {
 
     /// Volumes that are not an instance's root volume (those come and go
     /// with their instance).
+    /// Volumes, less those an instance deletes on termination (its root
+    /// volume is the instance's, not the stack's). The instances' block
+    /// device mappings say which: moto leaves DeleteOnTermination out of
+    /// DescribeVolumes' attachments, where AWS reports it.
     async fn volumes(&self) -> Vec<aws_sdk_ec2::types::Volume> {
+        let instances = ok(
+            "DescribeInstances",
+            self.ec2.describe_instances().send().await,
+        );
+        let instances_own: BTreeSet<String> = instances
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|m| m.ebs())
+            .filter(|e| e.delete_on_termination() == Some(true))
+            .filter_map(|e| e.volume_id().map(str::to_string))
+            .collect();
         ok("DescribeVolumes", self.ec2.describe_volumes().send().await)
             .volumes()
             .iter()
@@ -568,6 +585,7 @@ impl Live {
                 !v.attachments()
                     .iter()
                     .any(|a| a.delete_on_termination() == Some(true))
+                    && !v.volume_id().is_some_and(|id| instances_own.contains(id))
             })
             .cloned()
             .collect()
