@@ -652,19 +652,24 @@ impl Kind for InstanceKind {
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-        let found = describe_instances(&self.ec2, vec![tags::filter("instance-id", ids)]).await?;
-        let found: Vec<_> = found
-            .into_iter()
-            .filter(|i| !is_gone(state_of(i)))
-            .collect();
-        let lives = self
-            .with_user_data(found, |i| {
-                items
-                    .iter()
-                    .find(|r| Some(r.id.as_str()) == i.instance_id())
-                    .is_some_and(|r| profile_as_arn(&r.attrs))
-            })
-            .await?;
+        // The ids are known, so user data is read alongside the instances,
+        // not after them: one round trip of latency.
+        let uds = futures::future::join_all(ids.iter().map(|id| self.user_data(id)));
+        let (found, uds) = futures::join!(
+            describe_instances(&self.ec2, vec![tags::filter("instance-id", ids.clone())]),
+            uds
+        );
+        let found = found?;
+        let mut lives = Vec::new();
+        for (r, ud) in items.iter().zip(uds) {
+            let Some(i) = found
+                .iter()
+                .find(|i| i.instance_id() == Some(r.id.as_str()) && !is_gone(state_of(i)))
+            else {
+                continue;
+            };
+            lives.push(live(i, ud?, profile_as_arn(&r.attrs)));
+        }
         Ok(items
             .iter()
             .map(|r| lives.iter().find(|l| l.id == r.id).cloned())

@@ -391,8 +391,28 @@ impl Kind for LaunchTemplateKind {
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-        let found = self.by_id(&ids).await?;
-        let lives = self.lives(&found).await?;
+        // The ids are known, so the latest versions are read alongside the
+        // templates, not after them: one round trip of latency.
+        let versions = futures::future::join_all(ids.iter().map(|id| self.version(id, "$Latest")));
+        let (found, versions) = futures::join!(self.by_id(&ids), versions);
+        let found = found?;
+        let mut lives = Vec::new();
+        for (id, v) in ids.iter().zip(versions) {
+            let Some(t) = found
+                .iter()
+                .find(|t| t.launch_template_id() == Some(id.as_str()))
+            else {
+                continue;
+            };
+            if let Some((_, data)) = v? {
+                let attrs = content_of(
+                    t.launch_template_name().unwrap_or_default(),
+                    tags::from_ec2(t.tags()),
+                    &data,
+                );
+                lives.push(live_of(t, &attrs));
+            }
+        }
         Ok(items
             .iter()
             .map(|i| lives.iter().find(|l| l.id == i.id).cloned())
