@@ -560,10 +560,28 @@ impl Live {
 
     /// Volumes that are not an instance's root volume (those come and go
     /// with their instance).
+    ///
+    /// AWS marks a root volume's attachment `DeleteOnTermination` in
+    /// DescribeVolumes; moto leaves that field out there and reports it
+    /// only in the instance's block device mappings, so both are asked.
     async fn volumes(&self) -> Vec<aws_sdk_ec2::types::Volume> {
+        let out = ok(
+            "DescribeInstances",
+            self.ec2.describe_instances().send().await,
+        );
+        let roots: BTreeSet<String> = out
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.block_device_mappings())
+            .filter_map(|m| m.ebs())
+            .filter(|e| e.delete_on_termination() == Some(true))
+            .filter_map(|e| e.volume_id().map(str::to_string))
+            .collect();
         ok("DescribeVolumes", self.ec2.describe_volumes().send().await)
             .volumes()
             .iter()
+            .filter(|v| !v.volume_id().is_some_and(|id| roots.contains(id)))
             .filter(|v| {
                 !v.attachments()
                     .iter()
