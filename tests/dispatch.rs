@@ -6,13 +6,17 @@
 mod common;
 mod fleet_support;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use base64::Engine as _;
 use common::{devstack, Moto};
 use devstack::dispatch::{DispatchError, DispatchRequest, DispatchSettings, Dispatcher};
+use devstack::engine::snapshot::Snapshot;
 use devstack::fleet::workers::{Workers, DISPATCH_TAG};
 use devstack::fleet::{DynamoRegistry, Outcome, Registry, Status};
+use devstack::state::{StateKey, StateStore};
+use devstack::worker::userdata::{render_user_data, DevstackBinary, UserDataParams};
 use fleet_support::{
     create_launch_template, create_runs_table, endpoint_env, live_workers, tag, SerialMoto,
     RUNS_TABLE, WORKER_NAME,
@@ -337,19 +341,80 @@ async fn fifteen_simultaneous_dispatches_with_cap_ten_launch_ten() {
     assert_eq!(live_workers(&e.ec2).await.len(), 10);
 }
 
+/// `devstack` for the CLI dispatch tests: the worker binary comes from the
+/// environment's settings (stack/prod.toml), whatever the caller's shell
+/// exports, so the expected user data can be rendered from them too.
+fn cli(moto: &Moto, dir: &Path) -> assert_cmd::Command {
+    let mut cmd = devstack(moto, dir);
+    for var in [
+        "DEVSTACK_STATE",
+        "DEVSTACK_ENV",
+        "DEVSTACK_WORKER_BINARY_URL",
+        "DEVSTACK_WORKER_BINARY_SHA256",
+        "FLEET_TABLE_NAME",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// `devstack output NAME` after the apply.
+fn output(moto: &Moto, dir: &Path, name: &str) -> String {
+    let a = cli(moto, dir).args(["output", name]).assert().code(0);
+    String::from_utf8_lossy(&a.get_output().stdout)
+        .trim()
+        .to_string()
+}
+
+/// The user data a launched instance runs, as text (dispatch sends the
+/// script base64-encoded).
+async fn user_data_of(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
+    let attr = ec2
+        .describe_instance_attribute()
+        .instance_id(id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .unwrap();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(attr.user_data().and_then(|u| u.value()).unwrap())
+        .unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+/// Dispatch from the CLI into a platform `devstack apply` built: the launch
+/// template and the manager's private IP come from the state the apply
+/// recorded, the user data is the real worker script.
 #[tokio::test]
 async fn cli_dispatch_prints_and_appends_the_summary() {
     let moto = Moto::start();
-    let e = env_at(&moto.endpoint, 10).await;
     let dir = tempfile::tempdir().unwrap();
+    cli(&moto, dir.path()).arg("init").assert().code(0);
+    cli(&moto, dir.path())
+        .args(["apply", "--auto-approve"])
+        .assert()
+        .code(0);
+    assert!(output(&moto, dir.path(), "launch_template_id").starts_with("lt-"));
+    let manager_ip = output(&moto, dir.path(), "manager_private_ip");
+    let ec2 = fleet_support::ec2(&moto.endpoint).await;
+    let manager = ec2
+        .describe_instances()
+        .instance_ids(output(&moto, dir.path(), "manager_instance_id"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        manager.reservations()[0].instances()[0].private_ip_address(),
+        Some(manager_ip.as_str()),
+        "the output is the live manager's address"
+    );
+
     let summary = dir.path().join("summary.md");
     std::fs::write(&summary, "earlier step\n").unwrap();
-    let a = devstack(&moto, dir.path())
-        .env(
-            "DEVSTACK_LAUNCH_TEMPLATE_ID",
-            &e.settings.launch_template_id,
-        )
-        .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.20.2.10")
+    let a = cli(&moto, dir.path())
+        // The variables dispatch used to read are ignored: state decides.
+        .env("DEVSTACK_LAUNCH_TEMPLATE_ID", "lt-0123456789abcdef0")
+        .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.99.99.99")
         .args([
             "dispatch",
             "sows/foo.md",
@@ -363,13 +428,15 @@ async fn cli_dispatch_prints_and_appends_the_summary() {
         .assert()
         .code(0);
     let out = String::from_utf8(a.get_output().stdout.clone()).unwrap();
-    let live = live_workers(&e.ec2).await;
+    let live = live_workers(&ec2).await;
     assert_eq!(live.len(), 1);
-    let id = live[0].instance_id().unwrap();
+    let worker = &live[0];
+    let id = worker.instance_id().unwrap();
     for want in [
         format!("`{id}` (t3.xlarge)"),
         "`claude-sonnet-5`".to_string(),
         format!("`foo/{id}/claude`"),
+        "group `/aws/ec2/prog-strength-developer`".to_string(),
         format!("aws ssm start-session --target {id}"),
         "https://developers.progstrength.fitness/d/developer-platform".to_string(),
     ] {
@@ -382,79 +449,164 @@ async fn cli_dispatch_prints_and_appends_the_summary() {
         "appended, not overwritten"
     );
 
-    // The worker's user data carries its settings.
-    let attr = e
-        .ec2
-        .describe_instance_attribute()
-        .instance_id(id)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .unwrap();
-    let user_data = base64::engine::general_purpose::STANDARD
-        .decode(attr.user_data().and_then(|u| u.value()).unwrap())
-        .unwrap();
-    let user_data = String::from_utf8(user_data).unwrap();
-    assert!(
-        user_data.contains("ticket = \"sows/foo.md\""),
-        "{user_data}"
-    );
-    assert!(
-        user_data.contains("manager_private_ip = \"10.20.2.10\""),
-        "{user_data}"
-    );
-    assert!(
-        user_data.contains("model = \"claude-sonnet-5\""),
-        "{user_data}"
+    // Launched from the stack's template (state's launch_template_id): the
+    // instance type is the template's (dispatch names none; moto's default
+    // would be m1.small). WHERE MOTO DIFFERS FROM AWS: moto's RunInstances
+    // takes only the type, user data, key and security group ids from a
+    // launch template, not its network interface (subnet, groups, public
+    // IP) nor its instance profile, so the worker's placement and profile
+    // cannot be checked here; tests/compute.rs checks the template itself.
+    assert_eq!(
+        worker.instance_type().map(|t| t.as_str()),
+        Some("t3.xlarge")
     );
 
-    let again = devstack(&moto, dir.path())
-        .env(
-            "DEVSTACK_LAUNCH_TEMPLATE_ID",
-            &e.settings.launch_template_id,
-        )
-        .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.20.2.10")
+    // The worker runs exactly the script the renderer makes for this
+    // dispatch, with the manager's address from state.
+    let env = devstack::stack::env::Env::load("prod").unwrap();
+    let dispatch_id = tag(worker, DISPATCH_TAG).unwrap();
+    let want = render_user_data(&UserDataParams::new(
+        &env,
+        "sows/foo.md",
+        dispatch_id,
+        "claude-sonnet-5",
+        manager_ip.parse().unwrap(),
+        DevstackBinary {
+            url: env.worker_binary_url.clone(),
+            sha256: env.worker_binary_sha256.clone(),
+        },
+    ))
+    .unwrap();
+    let user_data = user_data_of(&ec2, id).await;
+    assert_eq!(user_data, want.script);
+    for line in [
+        "ticket_path = \"sows/foo.md\"".to_string(),
+        format!("manager_private_ip = \"{manager_ip}\""),
+        "model = \"claude-sonnet-5\"".to_string(),
+        format!("dispatch_id = \"{dispatch_id}\""),
+    ] {
+        assert!(
+            user_data.contains(&line),
+            "missing {line:?} in\n{user_data}"
+        );
+    }
+    assert!(user_data.contains(&env.worker_binary_url), "{user_data}");
+
+    let again = cli(&moto, dir.path())
         .args(["dispatch", "sows/foo.md"])
         .assert()
         .code(3);
     let err = String::from_utf8_lossy(&again.get_output().stderr).into_owned();
     assert!(err.contains(id) && err.contains("hint:"), "{err}");
-    assert_eq!(live_workers(&e.ec2).await.len(), 1);
+    assert_eq!(live_workers(&ec2).await.len(), 1);
+}
+
+/// Writes state for the prod stack with these outputs (and no resources)
+/// into `store`, as an apply of an older stack would have left it.
+async fn write_outputs(store: &dyn StateStore, outputs: &[(&str, &str)]) {
+    let env = devstack::stack::env::Env::load("prod").unwrap();
+    let key = StateKey {
+        stack: env.name.clone(),
+        env: env.env_name.clone(),
+    };
+    let mut snap = Snapshot::empty(&key.stack, &key.env);
+    snap.serial = 1;
+    for (k, v) in outputs {
+        snap.outputs.insert(k.to_string(), (*v).into());
+    }
+    store.save(&key, &snap, 0).await.unwrap();
 }
 
 #[tokio::test]
 async fn cli_dispatch_without_stack_outputs_is_an_error_with_a_hint() {
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
-    let a = devstack(&moto, dir.path())
-        .env_remove("DEVSTACK_LAUNCH_TEMPLATE_ID")
-        .env_remove("DEVSTACK_MANAGER_PRIVATE_IP")
+    let dispatch = || {
+        let a = cli(&moto, dir.path())
+            .args(["dispatch", "sows/foo.md"])
+            .assert()
+            .code(1);
+        String::from_utf8_lossy(&a.get_output().stderr).into_owned()
+    };
+    cli(&moto, dir.path()).arg("init").assert().code(0);
+
+    // Never applied: no state at all.
+    let err = dispatch();
+    assert!(
+        err.contains("no state for prog-strength-developer")
+            && err.contains("hint: run `devstack apply` first"),
+        "{err}"
+    );
+
+    // State from a stack that had no launch template yet (network only).
+    let cfg = moto.sdk_config().await;
+    let store = devstack::state::open("dynamodb:devstack-state", Some(&cfg))
+        .await
+        .unwrap();
+    write_outputs(&*store, &[("vpc_id", "vpc-0123456789abcdef0")]).await;
+    let err = dispatch();
+    assert!(
+        err.contains("no output `launch_template_id`")
+            && err.contains("hint: run `devstack apply` first"),
+        "{err}"
+    );
+
+    // A launch template, but no manager (its address goes into the user data).
+    let file = dir.path().join("state.json");
+    let store = devstack::state::open(&format!("file:{}", file.display()), None)
+        .await
+        .unwrap();
+    write_outputs(&*store, &[("launch_template_id", "lt-0123456789abcdef0")]).await;
+    let a = cli(&moto, dir.path())
+        .arg("--state")
+        .arg(format!("file:{}", file.display()))
         .args(["dispatch", "sows/foo.md"])
         .assert()
         .code(1);
     let err = String::from_utf8_lossy(&a.get_output().stderr).into_owned();
     assert!(
-        err.contains("launch_template_id") && err.contains("hint:"),
+        err.contains("no output `manager_private_ip`")
+            && err.contains("hint: run `devstack apply` first"),
         "{err}"
     );
+
+    // Refused before anything was spent.
+    let ec2 = fleet_support::ec2(&moto.endpoint).await;
+    let instances = ec2.describe_instances().send().await.unwrap();
+    assert!(instances.reservations().is_empty(), "nothing launched");
 }
 
+/// The CLI race: twenty processes dispatch one ticket at once. The outputs
+/// come from a state file (what an apply records, without the apply: the
+/// race is the registry's, and the apply's outputs are the test above's).
 #[tokio::test]
 async fn twenty_simultaneous_cli_dispatches_of_one_ticket_launch_one_worker() {
     let moto = SerialMoto::start();
     let e = env_at(&moto.endpoint, 10).await;
     let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let store = devstack::state::open(&format!("file:{}", state.display()), None)
+        .await
+        .unwrap();
+    write_outputs(
+        &*store,
+        &[
+            ("launch_template_id", &e.settings.launch_template_id),
+            ("manager_private_ip", "10.20.2.10"),
+        ],
+    )
+    .await;
     let bin = assert_cmd::cargo::cargo_bin("devstack");
     let children: Vec<_> = (0..20)
         .map(|_| {
             std::process::Command::new(&bin)
                 .current_dir(dir.path())
                 .envs(endpoint_env(&moto.endpoint))
-                .env(
-                    "DEVSTACK_LAUNCH_TEMPLATE_ID",
-                    &e.settings.launch_template_id,
-                )
-                .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.20.2.10")
+                .env("DEVSTACK_STATE", format!("file:{}", state.display()))
+                .env_remove("DEVSTACK_ENV")
+                .env_remove("DEVSTACK_WORKER_BINARY_URL")
+                .env_remove("DEVSTACK_WORKER_BINARY_SHA256")
+                .env_remove("FLEET_TABLE_NAME")
                 .args(["dispatch", "sows/race.md"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
@@ -478,5 +630,13 @@ async fn twenty_simultaneous_cli_dispatches_of_one_ticket_launch_one_worker() {
     assert!(errors.is_empty(), "{errors:#?}");
     let count = |code| codes.iter().filter(|c| **c == code).count();
     assert_eq!((count(0), count(3)), (1, 19), "{codes:?}");
-    assert_eq!(live_workers(&e.ec2).await.len(), 1);
+    let live = live_workers(&e.ec2).await;
+    assert_eq!(live.len(), 1);
+    // The one worker runs the real script, pointed at the manager in state.
+    let user_data = user_data_of(&e.ec2, live[0].instance_id().unwrap()).await;
+    assert!(
+        user_data.contains("ticket_path = \"sows/race.md\"")
+            && user_data.contains("manager_private_ip = \"10.20.2.10\""),
+        "{user_data}"
+    );
 }

@@ -560,16 +560,16 @@ impl Live {
 
     /// Volumes that are not an instance's root volume (those come and go
     /// with their instance).
-    /// Volumes, less those an instance deletes on termination (its root
-    /// volume is the instance's, not the stack's). The instances' block
-    /// device mappings say which: moto leaves DeleteOnTermination out of
-    /// DescribeVolumes' attachments, where AWS reports it.
+    ///
+    /// AWS marks a root volume's attachment `DeleteOnTermination` in
+    /// DescribeVolumes; moto leaves that field out there and reports it
+    /// only in the instance's block device mappings, so both are asked.
     async fn volumes(&self) -> Vec<aws_sdk_ec2::types::Volume> {
-        let instances = ok(
+        let out = ok(
             "DescribeInstances",
             self.ec2.describe_instances().send().await,
         );
-        let instances_own: BTreeSet<String> = instances
+        let roots: BTreeSet<String> = out
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
@@ -581,11 +581,11 @@ impl Live {
         ok("DescribeVolumes", self.ec2.describe_volumes().send().await)
             .volumes()
             .iter()
+            .filter(|v| !v.volume_id().is_some_and(|id| roots.contains(id)))
             .filter(|v| {
                 !v.attachments()
                     .iter()
                     .any(|a| a.delete_on_termination() == Some(true))
-                    && !v.volume_id().is_some_and(|id| instances_own.contains(id))
             })
             .cloned()
             .collect()
