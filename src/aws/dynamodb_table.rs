@@ -18,7 +18,6 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableDescription, TableStatus, Tag, TimeToLiveSpecification,
     TimeToLiveStatus,
 };
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -408,22 +407,14 @@ impl Kind for DynamoDbTableKind {
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        join_all(items.iter().map(|i| self.read_one(&i.id)))
-            .await
-            .into_iter()
-            .collect()
+        super::read_each(items.iter().map(|i| Some(i.id.as_str())), |n| {
+            self.read_one(n)
+        })
+        .await
     }
 
     async fn find(&self, _meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        join_all(items.iter().map(|i| async move {
-            match i.desired.get("name").and_then(Value::as_str) {
-                Some(name) => self.read_one(name).await,
-                None => Ok(None),
-            }
-        }))
-        .await
-        .into_iter()
-        .collect()
+        super::read_each(items.iter().map(super::desired_name), |n| self.read_one(n)).await
     }
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_cloudwatchlogs::types::LogGroup as SdkLogGroup;
-use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -227,22 +226,14 @@ impl Kind for LogGroupKind {
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        join_all(items.iter().map(|i| self.read_one(&i.id)))
-            .await
-            .into_iter()
-            .collect()
+        super::read_each(items.iter().map(|i| Some(i.id.as_str())), |n| {
+            self.read_one(n)
+        })
+        .await
     }
 
     async fn find(&self, _meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        join_all(items.iter().map(|i| async move {
-            match i.desired.get("name").and_then(Value::as_str) {
-                Some(name) => self.read_one(name).await,
-                None => Ok(None),
-            }
-        }))
-        .await
-        .into_iter()
-        .collect()
+        super::read_each(items.iter().map(super::desired_name), |n| self.read_one(n)).await
     }
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {

@@ -36,6 +36,35 @@ pub mod tags;
 pub mod volume_attachment;
 pub mod vpc;
 
+/// Reads resources one call each, concurrently, for kinds whose API has no
+/// batch read; `None` keys (a find without a name) read nothing.
+pub async fn read_each<'a, F, Fut>(
+    keys: impl Iterator<Item = Option<&'a str>>,
+    read_one: F,
+) -> crate::engine::provider::ProviderResult<Vec<Option<crate::engine::provider::Live>>>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: std::future::Future<
+        Output = crate::engine::provider::ProviderResult<Option<crate::engine::provider::Live>>,
+    >,
+{
+    let reads = keys.map(|k| {
+        let read = k.map(&read_one);
+        async move {
+            match read {
+                Some(read) => read.await,
+                None => Ok(None),
+            }
+        }
+    });
+    futures::future::join_all(reads).await.into_iter().collect()
+}
+
+/// The deterministic name a kind finds its resources by.
+pub fn desired_name(item: &crate::engine::provider::FindRequest) -> Option<&str> {
+    item.desired.get("name").and_then(serde_json::Value::as_str)
+}
+
 /// The provider: every kind, sharing one SDK configuration.
 pub struct AwsProvider {
     kinds: HashMap<&'static str, Arc<dyn Kind>>,
