@@ -12,11 +12,11 @@ echo
 echo "The plan could not be made, so nothing here says what a merge would change. [Full log]($log_url)."
 echo
 echo '```'
-if [ -s "$errors" ]; then
+if [ -f "$errors" ] && [ -s "$errors" ]; then
   # The last lines hold the error (and its hint); colour codes stripped,
   # fences neutralised, kept well under GitHub's comment limit.
   sed -e 's/\x1b\[[0-9;]*m//g' -e 's/```/'"'''"'/g' "$errors" | tail -n 40 | cut -c1-400
 else
-  echo "(devstack printed no error; see the log)"
+  echo "(no devstack error output: an earlier step failed, see the log)"
 fi
 echo '```'

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need on a fresh machine
 # (moto's server from PyPI; shellcheck and the Prometheus Pushgateway from
-# Debian), then runs every unit, integration and snapshot test. Each
+# Debian; zizmor and check-jsonschema from PyPI, in lint-delivery.sh),
+# lints the workflows and scripts, then runs every unit, integration and
+# snapshot test. Each
 # integration test starts its own local AWS endpoint (moto) on a free
 # loopback port; nothing reaches real AWS.
 set -euo pipefail
@@ -26,6 +28,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   # own on free ports, so the packaged one is not needed.
   $sudo systemctl disable --now prometheus-pushgateway >/dev/null 2>&1 || true
 fi
+
+# The delivery itself: workflows (zizmor, schema) and every shell script.
+./scripts/lint-delivery.sh
 
 export AWS_EC2_METADATA_DISABLED=true
 cargo test --locked "$@"
