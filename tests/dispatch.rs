@@ -826,3 +826,40 @@ async fn the_model_is_the_input_else_the_repository_variable_else_the_default() 
     let run = &e.registry.list_history("sows/variable.md").await.unwrap()[0];
     assert_eq!(run.model, other);
 }
+
+/// `devstack fleet reconcile --apply` frees the same locks on demand.
+#[tokio::test]
+async fn reconcile_apply_frees_a_terminated_workers_lock_at_once() {
+    use devstack::fleet::reconcile::{reconcile, GhostReason, ReconcileSettings};
+    let moto = Moto::start();
+    let e = env_at(&moto.endpoint, 10).await;
+    let d = e.dispatch(&request("sows/a.md")).await.unwrap();
+    e.ec2
+        .terminate_instances()
+        .instance_ids(&d.instance_id)
+        .send()
+        .await
+        .unwrap();
+    let now = devstack::fleet::now();
+    // Well inside the launch grace: EC2's "terminated" is definitive.
+    let (report, applied) = reconcile(
+        &*e.registry,
+        &e.workers,
+        &ReconcileSettings::default(),
+        true,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.ghosts.len(), 1, "{report:?}");
+    assert_eq!(
+        report.ghosts[0].reason,
+        GhostReason::InstanceGone {
+            instance_id: d.instance_id.clone()
+        }
+    );
+    assert_eq!(applied.unwrap().released, ["sows/a.md"]);
+    let lock = e.registry.get("sows/a.md").await.unwrap().unwrap();
+    assert_eq!(lock.status, Status::Error);
+    assert!(e.registry.list_slots().await.unwrap().is_empty());
+}

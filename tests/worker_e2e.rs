@@ -942,7 +942,8 @@ async fn a_successful_run_reports_releases_and_terminates() {
     .await;
     let mut child = world.start_worker();
 
-    // During the run: exactly the §5 worker metrics.
+    // During the run: exactly the §5 worker metrics, and how long the boot
+    // took (boot to agent start, for the dashboard).
     let (content_type, live) = scrape_while_working(&world, &mut child).await;
     assert!(
         content_type.starts_with("text/plain; version=0.0.4"),
@@ -955,6 +956,7 @@ async fn a_successful_run_reports_releases_and_terminates() {
                 "developer_worker_info",
                 "developer_worker_state",
                 "developer_worker_uptime_seconds",
+                "developer_worker_boot_seconds",
                 "developer_claude_tool_calls_total",
                 "developer_claude_messages_total",
                 "developer_prs_opened_total",
@@ -1397,12 +1399,13 @@ async fn a_bootstrap_failure_pushes_error_and_frees_the_lock_and_the_slot() {
         .unwrap();
     let boot = epoch_now() - 90;
     let shell = format!(
-        "set -euo pipefail\n\
+        "set -Eeuo pipefail\n\
          TICKET_PATH={SOW}\nDISPATCH_ID={DISPATCH_ID}\nREGION={region}\nRUNS_TABLE={table}\n\
          PUSHGATEWAY_URL={gateway}\nINSTANCE_ID={instance}\nBOOT_EPOCH={boot}\n\
          FINAL_PUSH_PAUSE=0\nTERMINATE_PAUSE=0\n\
          {functions}\n{trap}\n\
-         echo 'installing the toolchain'\nfalse\necho 'never reached'\n",
+         install_toolchain() {{ echo 'installing the toolchain'; false; echo 'never reached'; }}\n\
+         install_toolchain\n",
         region = common::REGION,
         table = world.table,
         gateway = world.pushgateway.url,
@@ -1468,4 +1471,33 @@ async fn a_bootstrap_failure_pushes_error_and_frees_the_lock_and_the_slot() {
         ["shutting-down", "terminated"].contains(&world.instance_state().await.as_str()),
         "{output}"
     );
+}
+
+/// The deadline counts from boot, not from the worker's start: a worker
+/// that starts 59 min 57 s after boot, with an hour's budget, stops its
+/// agent three seconds later and records `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_deadline_counts_from_boot_and_records_a_timeout() {
+    let world = World::new(Options {
+        agent_exit: 0,
+        max_runtime_seconds: 3600,
+        lock: LockedBy::Registry,
+    })
+    .await;
+    let boot = epoch_now() - 3597;
+    std::fs::write(&world.config.boot_epoch_file, format!("{boot}\n")).unwrap();
+    let mut child = world.start_worker();
+    let code = world.wait(&mut child).await;
+    let output = world.worker_output();
+    assert_eq!(code, 1, "worker output:\n{output}");
+    assert!(output.contains("the deadline passed"), "{output}");
+    let pushed = world.pushed().await;
+    assert_eq!(pushed.len(), 3, "{pushed:?}\n{output}");
+    for s in &pushed {
+        assert_eq!(s.labels["outcome"], "timeout", "{s:?}");
+        assert_eq!(s.labels["started_at"], boot.to_string());
+    }
+    assert_eq!(text_attr(&world.lock().await, "status"), "timeout");
+    assert_eq!(text_attr(&world.history().await[0], "outcome"), "timeout");
+    assert!(!slot_held(&world.sdk, &world.table).await, "slot released");
 }

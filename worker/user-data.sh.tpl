@@ -3,7 +3,8 @@
 # Each placeholder is filled with a single-quoted shell word, or a whole file in a quoted
 # heredoc. EC2 caps user data at 16 KB (gzipped, before base64): keep this short; the
 # worker's logic lives in `devstack worker run`.
-set -euo pipefail
+# -E: the ERR trap also fires for a failure inside a function.
+set -Eeuo pipefail
 
 # Pinned versions (and SHA-256 where noted): bump deliberately, one at a time.
 readonly NODE_VERSION=20.18.1
@@ -159,7 +160,7 @@ release_lock() {
     --update-expression 'SET #status = :status, outcome = :status, finished_at = :now, duration_seconds = :dur, prs_opened = :zero, updated_at = :now' \
     --condition-expression 'attribute_exists(sk)' \
     --expression-attribute-names '{"#status":"status"}' \
-    --expression-attribute-values "{$values,\":status\":{\"S\":\"$1\"},\":dur\":{\"N\":\"$((now - started_at))\"},\":zero\":{\"N\":\"0\"}}" ||
+    --expression-attribute-values "{\":now\":{\"N\":\"$now\"},\":status\":{\"S\":\"$1\"},\":dur\":{\"N\":\"$((now - started_at))\"},\":zero\":{\"N\":\"0\"}}" ||
     echo "no history row to finalize" >&2
   if [[ "$slot" == SLOT#* ]]; then
     ddb update-item --table-name "$RUNS_TABLE" \

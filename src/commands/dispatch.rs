@@ -36,9 +36,10 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
             )
         })
     };
+    let launch_template_id = output("launch_template_id")?;
     let manager_private_ip = output("manager_private_ip")?;
     let settings = DispatchSettings {
-        launch_template_id: output("launch_template_id")?,
+        launch_template_id,
         log_group: env.log_group(),
         public_hostname: env.public_hostname.clone(),
         models: env.models.clone(),

@@ -111,6 +111,9 @@ fn every_placeholder_is_filled() {
     let script = render().script;
     assert!(next_placeholder(&script).is_none(), "{script}");
     assert!(script.starts_with("#!/bin/bash\n"), "{script}");
+    // Without -E a failure inside a function would exit without the ERR
+    // trap: no report, no release.
+    assert!(script.contains("\nset -Eeuo pipefail\n"), "{script}");
     assert!(
         script.contains("readonly TICKET_PATH='sows/rest-timer.md'\n"),
         "{script}"
@@ -702,7 +705,7 @@ fn a_failing_plugin_install_is_logged_and_the_boot_goes_on() {
 
     let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
     let script = format!(
-        "set -euo pipefail\nBOOT_EPOCH=$(date +%s)\nAGENT_USER={me}\nAGENT_PATH=$PATH\nPLUGIN_GIT_BASE=file://{git}\nPLUGIN_ROOT={plugins}\n{functions}\ninstall_plugins {list}\necho 'the boot goes on'\n",
+        "set -Eeuo pipefail\ntrap 'echo BOOT FAILED; exit 9' ERR\nBOOT_EPOCH=$(date +%s)\nAGENT_USER={me}\nAGENT_PATH=$PATH\nPLUGIN_GIT_BASE=file://{git}\nPLUGIN_ROOT={plugins}\n{functions}\ninstall_plugins {list}\necho 'the boot goes on'\n",
         me = me.trim(),
         git = git_base.display(),
         plugins = root.join("plugins").display(),
@@ -722,6 +725,7 @@ fn a_failing_plugin_install_is_logged_and_the_boot_goes_on() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("the boot goes on"), "{stdout}");
+    assert!(!stdout.contains("BOOT FAILED"), "{stdout}");
     assert!(
         stderr.contains("plugin superpowers@superpowers-marketplace was NOT installed"),
         "{stderr}"
