@@ -825,6 +825,16 @@ async fn the_model_is_the_input_else_the_repository_variable_else_the_default() 
     );
     let run = &e.registry.list_history("sows/variable.md").await.unwrap()[0];
     assert_eq!(run.model, other);
+    // `fleet resolve-model` answers the same.
+    let a = cli(&moto, dir.path())
+        .env("DEVELOPER_CLAUDE_MODEL", &other)
+        .args(["fleet", "resolve-model"])
+        .assert()
+        .code(0);
+    assert_eq!(
+        String::from_utf8_lossy(&a.get_output().stdout).trim(),
+        other
+    );
 }
 
 /// `devstack fleet reconcile --apply` frees the same locks on demand.

@@ -13,7 +13,8 @@ is __TODAY__ (UTC).
 
 - Ticket: `__SOW_PATH__` in the docs repository (read it in full first).
 - Surface: `__SURFACE__`
-- Variants: __VARIANT_COUNT__, one per idiom, in this order: __IDIOMS__
+- Variants: __VARIANT_COUNT__, one for each of the first __VARIANT_COUNT__ idioms, in
+  order: __IDIOMS__
 - References: __REFERENCES__
 - Scope: `__SCOPE__`
 - Repositories (`repos`): __REPOS__, each cloned in your working directory

@@ -16,6 +16,14 @@
 //!   are, so they must use only `[A-Za-z0-9._/:#@+=-]`: paths, names, an
 //!   IP address. `worker.toml` is written by the TOML serializer instead.
 //!
+//! The script (worker/user-data.sh.tpl) installs the toolchain and the
+//! pinned plugins of worker-contracts.md §1–§2, logs each boot phase with
+//! its duration, records the boot time for the worker, and on a failure
+//! before the worker takes over pushes an `outcome="error"` summary and
+//! frees the lock and slot with the AWS CLI. Its shell functions sit
+//! between `# ==== functions: begin` and `# ==== functions: end` markers so
+//! that tests run them alone against stand-ins (plugins) and moto (release).
+//!
 //! Anything left as `{{…}}` after filling is an error. The script is
 //! gzipped (cloud-init detects it) and base64-encoded for the EC2 API; the
 //! gzip bytes (EC2's "raw form, before base64") must fit [`USER_DATA_LIMIT`].
