@@ -95,6 +95,7 @@ fn cli(moto: &Moto, dir: &Path, release_url: &str) -> assert_cmd::Command {
         "DEVSTACK_ENV",
         "DEVSTACK_WORKER_BINARY_URL",
         "DEVSTACK_WORKER_BINARY_SHA256",
+        "DEVELOPER_CLAUDE_MODEL",
         "FLEET_TABLE_NAME",
     ] {
         cmd.env_remove(var);
