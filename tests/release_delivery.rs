@@ -256,6 +256,17 @@ async fn a_dispatched_worker_downloads_and_verifies_the_dispatchers_own_build() 
         .assert()
         .code(0);
     let markdown = String::from_utf8_lossy(&markdown.get_output().stdout).into_owned();
+    // Something that is not a saved plan: one error line and a hint.
+    let bad = cli(&moto, dir.path(), &release_url)
+        .args(["show", "Cargo.toml"])
+        .assert()
+        .code(1);
+    let err = String::from_utf8_lossy(&bad.get_output().stderr).into_owned();
+    assert!(
+        err.starts_with("error: cannot read the plan file Cargo.toml")
+            || err.contains("is not a devstack plan"),
+        "{err}"
+    );
     assert!(
         markdown.starts_with("<!-- devstack-plan -->\n"),
         "{markdown}"
