@@ -257,14 +257,15 @@ async fn a_dispatched_worker_downloads_and_verifies_the_dispatchers_own_build() 
         .code(0);
     let markdown = String::from_utf8_lossy(&markdown.get_output().stdout).into_owned();
     // Something that is not a saved plan: one error line and a hint.
+    std::fs::write(dir.path().join("notes.json"), "{\"plan\": 1}").unwrap();
     let bad = cli(&moto, dir.path(), &release_url)
-        .args(["show", "Cargo.toml"])
+        .args(["show", "notes.json"])
         .assert()
         .code(1);
     let err = String::from_utf8_lossy(&bad.get_output().stderr).into_owned();
     assert!(
-        err.starts_with("error: cannot read the plan file Cargo.toml")
-            || err.contains("is not a devstack plan"),
+        err.starts_with("error: notes.json is not a devstack plan")
+            && err.contains("hint: make one with `devstack plan --out FILE`"),
         "{err}"
     );
     assert!(
