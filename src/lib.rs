@@ -12,6 +12,7 @@
 //! - [`import`]: adopting what another tool (Terraform) created into state.
 //! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
 //! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.
+//! - [`release`]: which released devstack binary an instance runs (URL + SHA-256).
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
@@ -23,6 +24,7 @@ pub mod exit;
 pub mod fleet;
 pub mod import;
 pub mod printer;
+pub mod release;
 pub mod state;
 pub mod ticket;
 pub mod worker;
