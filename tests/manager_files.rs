@@ -753,8 +753,12 @@ async fn workers_are_discovered_and_every_dashboard_query_has_data() {
             .env("DEVSTACK_STATE", format!("file:{}", state.display()))
             .env_remove("DEVSTACK_ENV")
             .env_remove("FLEET_TABLE_NAME")
-            .env_remove("DEVSTACK_WORKER_BINARY_URL")
-            .env_remove("DEVSTACK_WORKER_BINARY_SHA256")
+            // The worker binary the user data would fetch (never fetched here).
+            .env(
+                "DEVSTACK_WORKER_BINARY_URL",
+                "https://example.test/devstack-x86_64-unknown-linux-musl",
+            )
+            .env("DEVSTACK_WORKER_BINARY_SHA256", "0".repeat(64))
             .args(["dispatch", ticket])
             .output()
             .unwrap();
