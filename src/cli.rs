@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "devstack",
-    version,
+    version = crate::release::LONG_VERSION,
     about = "Plan, apply and operate the autonomous developer platform",
     propagate_version = true
 )]
@@ -263,6 +263,13 @@ pub struct DispatchArgs {
     /// The runs table (default: from the environment's settings).
     #[arg(long, env = "FLEET_TABLE_NAME")]
     pub table: Option<String>,
+    /// The devstack binary workers download (default: this build's release;
+    /// env DEVSTACK_WORKER_BINARY_URL). Needs --worker-sha256.
+    #[arg(long, value_name = "URL")]
+    pub worker_binary: Option<String>,
+    /// The SHA-256 of --worker-binary (env DEVSTACK_WORKER_BINARY_SHA256).
+    #[arg(long, value_name = "SHA")]
+    pub worker_sha256: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

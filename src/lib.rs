@@ -13,6 +13,7 @@
 //! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
 //! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.
 //! - [`exporter`]: the manager's run-history exporter (`devstack exporter`).
+//! - [`release`]: which released devstack binary an instance runs (URL + SHA-256).
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
@@ -25,6 +26,7 @@ pub mod exporter;
 pub mod fleet;
 pub mod import;
 pub mod printer;
+pub mod release;
 pub mod state;
 pub mod ticket;
 pub mod worker;
