@@ -16,6 +16,14 @@ fi
 # The compose specification's schema ships with check-jsonschema.
 command -v check-jsonschema >/dev/null || python3 -m pip install --quiet check-jsonschema
 
+# The AWS CLI (the one Amazon Linux ships, on the workers): the user data's
+# bootstrap-failure release runs it, and tests/worker_e2e.rs runs that
+# section against moto.
+if ! command -v aws >/dev/null; then
+  echo "installing awscli (the worker user data's release path is tested with it)"
+  python3 -m pip install --quiet awscli
+fi
+
 missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v git >/dev/null || missing+=(git)
