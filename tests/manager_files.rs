@@ -191,7 +191,7 @@ fn every_alert_has_a_passing_promtool_unit_test() {
     for case in tests["tests"].as_array().unwrap() {
         for t in case["alert_rule_test"].as_array().unwrap() {
             let name = t["alertname"].as_str().unwrap().to_string();
-            let empty = t["exp_alerts"].as_array().map_or(true, |a| a.is_empty());
+            let empty = t["exp_alerts"].as_array().is_none_or(|a| a.is_empty());
             if empty {
                 quiet.insert(name);
             } else {
