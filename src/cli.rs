@@ -70,6 +70,8 @@ pub enum Command {
     /// The worker side (runs on the worker instance).
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Serve the run history as Prometheus metrics (runs on the manager).
+    Exporter(ExporterArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -314,4 +316,17 @@ pub struct WorkerRunArgs {
     /// Settings file written by the user data (TOML).
     #[arg(long, default_value = "/etc/devstack/worker.toml")]
     pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// The runs table (default: from the environment's settings).
+    #[arg(long, env = "FLEET_TABLE_NAME")]
+    pub table: Option<String>,
+    /// Address to serve /metrics on.
+    #[arg(long, default_value = "0.0.0.0:9102", value_name = "ADDR")]
+    pub listen: String,
+    /// Seconds between two scans of the runs table.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub scan_interval: u64,
 }
