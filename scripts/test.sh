@@ -2,7 +2,9 @@
 # The whole test suite. Installs what the tests need on a fresh machine
 # (moto's server from PyPI; shellcheck, Prometheus with promtool, the
 # Pushgateway, the node exporter, Caddy and docker-compose from Debian, for
-# the manager's files and dashboards), then runs every unit, integration and snapshot test. Each
+# the manager's files and dashboards; zizmor and check-jsonschema from PyPI,
+# in lint-delivery.sh), lints the workflows and scripts, then runs every
+# unit, integration and snapshot test. Each
 # integration test starts its own local AWS endpoint (moto) on a free
 # loopback port; nothing reaches real AWS.
 set -euo pipefail
@@ -45,6 +47,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
   done
 fi
+
+# The delivery itself: workflows (zizmor, schema) and every shell script.
+./scripts/lint-delivery.sh
 
 export AWS_EC2_METADATA_DISABLED=true
 cargo test --locked "$@"

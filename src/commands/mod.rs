@@ -13,6 +13,7 @@ pub mod exporter;
 pub mod fleet;
 pub mod infra;
 pub mod progress;
+pub mod show;
 pub mod ticket;
 pub mod worker;
 
@@ -109,6 +110,7 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Plan(args) => infra::plan(&ctx, args).await,
         Command::Apply(args) => infra::apply(&ctx, args).await,
         Command::Destroy(args) => infra::destroy(&ctx, args).await,
+        Command::Show(args) => show::run(&ctx, args).await,
         Command::Output(args) => infra::output(&ctx, args).await,
         Command::Import(args) => infra::import(&ctx, args).await,
         Command::State(cmd) => infra::state(&ctx, cmd).await,

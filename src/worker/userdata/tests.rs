@@ -447,15 +447,28 @@ fn a_bad_ticket_path_binary_or_region_is_refused() {
         Err(UserDataError::TicketPath(_))
     ));
 
+    for url in [
+        "http://example.com/devstack",
+        "http://127.0.0.1.example.com/devstack",
+    ] {
+        let mut p = params();
+        p.binary.url = url.into();
+        assert!(
+            matches!(
+                render_user_data(&p),
+                Err(UserDataError::UnsafeValue {
+                    name: "devstack_url",
+                    ..
+                })
+            ),
+            "{url}"
+        );
+    }
+    // Plain HTTP only to the loopback address (a local mirror; on an
+    // instance it is the instance itself).
     let mut p = params();
-    p.binary.url = "http://example.com/devstack".into();
-    assert!(matches!(
-        render_user_data(&p),
-        Err(UserDataError::UnsafeValue {
-            name: "devstack_url",
-            ..
-        })
-    ));
+    p.binary.url = "http://127.0.0.1:8080/v0.4.0/devstack-x86_64-unknown-linux-musl".into();
+    assert!(render_user_data(&p).is_ok());
 
     let mut p = params();
     p.binary.sha256 = "abc".into();
