@@ -53,7 +53,13 @@ say "devstack output"
 "$devstack" output
 if "$devstack" dispatch --help >/dev/null 2>&1 && "$devstack" output launch_template_id >/dev/null 2>&1; then
   say "devstack dispatch sows/demo.md"
-  "$devstack" dispatch sows/demo.md --dispatched-by demo
+  # A development build has no published release for workers to download,
+  # so the demo names the worker binary explicitly: a clearly fake URL and
+  # digest. The demo never boots a worker (moto only records the launch);
+  # tests/release_delivery.rs downloads and verifies a real one.
+  "$devstack" dispatch sows/demo.md --dispatched-by demo \
+    --worker-binary https://example.invalid/devstack-x86_64-unknown-linux-musl \
+    --worker-sha256 deadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeefdeadbeef
   say "devstack fleet list"
   "$devstack" fleet list
 fi

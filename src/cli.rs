@@ -51,6 +51,8 @@ pub enum Command {
     Apply(ApplyArgs),
     /// Delete everything in state, in reverse dependency order.
     Destroy(DestroyArgs),
+    /// Render a plan saved with `plan --out` (text, markdown or json).
+    Show(ShowArgs),
     /// Print stack outputs.
     Output(OutputArgs),
     /// Adopt existing resources into devstack state.
@@ -110,6 +112,17 @@ pub struct PlanArgs {
     pub log_url: Option<String>,
     #[command(flatten)]
     pub safety: SafetyArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// A plan saved with `devstack plan --out FILE`.
+    pub plan_file: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: PlanFormat,
+    /// Link shown in a truncated markdown plan (e.g. the CI job log).
+    #[arg(long, env = "DEVSTACK_PLAN_LOG_URL")]
+    pub log_url: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod infra;
 pub mod manager;
 pub mod progress;
+pub mod show;
 pub mod ticket;
 pub mod worker;
 
@@ -110,6 +111,7 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Plan(args) => infra::plan(&ctx, args).await,
         Command::Apply(args) => infra::apply(&ctx, args).await,
         Command::Destroy(args) => infra::destroy(&ctx, args).await,
+        Command::Show(args) => show::run(&ctx, args).await,
         Command::Output(args) => infra::output(&ctx, args).await,
         Command::Import(args) => infra::import(&ctx, args).await,
         Command::State(cmd) => infra::state(&ctx, cmd).await,
