@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use common::{devstack, Moto};
 use devstack::engine::snapshot::Snapshot;
-use devstack::state::{StateKey, StateStore};
+use devstack::state::StateKey;
 
 const INSTANCE: &str = "i-0123456789abcdef0";
 const BINARY_URL: &str = "https://releases.example.com/v0.1.0/devstack-aarch64-unknown-linux-musl";

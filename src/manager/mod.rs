@@ -391,8 +391,8 @@ pub fn failed_step(stdout: &str, stderr: &str) -> Option<String> {
         .or_else(|| {
             stdout
                 .lines()
-                .filter_map(|l| l.strip_prefix(&started))
-                .last()
+                .rev()
+                .find_map(|l| l.strip_prefix(&started))
                 .and_then(|rest| rest.split(':').next())
         })
         .map(str::to_string)
