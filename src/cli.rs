@@ -72,6 +72,9 @@ pub enum Command {
     Worker(WorkerCommand),
     /// Serve the run history as Prometheus metrics (runs on the manager).
     Exporter(ExporterArgs),
+    /// Operate the manager instance.
+    #[command(subcommand)]
+    Manager(ManagerCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -329,4 +332,27 @@ pub struct ExporterArgs {
     /// Seconds between two scans of the runs table.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub scan_interval: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManagerCommand {
+    /// Install the manager files and this devstack version on the manager
+    /// over SSM Run Command, restart what changed, reload Prometheus.
+    Deploy(ManagerDeployArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ManagerDeployArgs {
+    /// List the files that would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Give up waiting for the manager after this many seconds.
+    #[arg(long, default_value_t = 600, value_name = "SECS")]
+    pub timeout: u64,
+    /// The arm64 devstack binary to install (default: this version's release).
+    #[arg(long, value_name = "URL")]
+    pub manager_binary: Option<String>,
+    /// Its SHA-256 (with --manager-binary).
+    #[arg(long, value_name = "SHA")]
+    pub manager_sha256: Option<String>,
 }

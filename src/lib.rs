@@ -13,6 +13,7 @@
 //! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
 //! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.
 //! - [`exporter`]: the manager's run-history exporter (`devstack exporter`).
+//! - [`manager`]: deploying the manager's files over SSM (`devstack manager deploy`).
 //! - [`release`]: which released devstack binary an instance runs (URL + SHA-256).
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
@@ -25,6 +26,7 @@ pub mod exit;
 pub mod exporter;
 pub mod fleet;
 pub mod import;
+pub mod manager;
 pub mod printer;
 pub mod release;
 pub mod state;

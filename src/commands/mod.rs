@@ -12,6 +12,7 @@ pub mod dispatch;
 pub mod exporter;
 pub mod fleet;
 pub mod infra;
+pub mod manager;
 pub mod progress;
 pub mod show;
 pub mod ticket;
@@ -119,5 +120,6 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Ticket(cmd) => ticket::run(&ctx, cmd).await,
         Command::Worker(cmd) => worker::run(&ctx, cmd).await,
         Command::Exporter(args) => exporter::run(&ctx, args).await,
+        Command::Manager(cmd) => manager::run(&ctx, cmd).await,
     }
 }
