@@ -51,6 +51,7 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
         aws_sdk_ec2::Client::new(ctx.aws().await?),
         env.worker_name(),
     );
+    let docs_dir = args.docs_dir.clone();
     let request = DispatchRequest {
         ticket: args.ticket,
         model: args.model,
@@ -70,7 +71,12 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
         settings: &settings,
     };
     let dispatched = match dispatcher
-        .dispatch(&request, validate_ticket_file, render, crate::fleet::now())
+        .dispatch(
+            &request,
+            |path: &Path| validate_ticket_file(path, docs_dir.as_deref()),
+            render,
+            crate::fleet::now(),
+        )
         .await
     {
         Ok(d) => d,
@@ -109,8 +115,11 @@ async fn stack_outputs(ctx: &Context) -> anyhow::Result<BTreeMap<String, String>
 
 /// `--docs-dir` validation: the full ticket rules (platform.md §2), before
 /// anything is spent.
-fn validate_ticket_file(path: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+/// The file must be a regular file of bounded size inside the checkout
+/// (a symlink is resolved and may not leave it).
+fn validate_ticket_file(path: &Path, docs_dir: Option<&Path>) -> anyhow::Result<()> {
+    let bytes = crate::bounded::read(path, "ticket", crate::bounded::MAX_TICKET_BYTES, docs_dir)
+        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
     crate::ticket::parse_bytes(&path.display().to_string(), &bytes)?;
     Ok(())
 }

@@ -169,10 +169,22 @@ impl LockItem {
             None => "a launching worker".to_string(),
         };
         format!(
-            "{} is already being built by {who} (dispatch {}, started_at={})",
-            self.sow, self.dispatch_id, self.started_at
+            "{} is already being built by {who} (dispatch {}, started {})",
+            self.sow,
+            self.dispatch_id,
+            utc(self.started_at)
         )
     }
+}
+
+/// Epoch seconds as a readable UTC time (`2026-03-07 14:05:09 UTC`).
+pub fn utc(epoch: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("at epoch {epoch}"))
 }
 
 /// One dispatch's permanent record (`sk = "RUN#…"`). Never carries
