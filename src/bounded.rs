@@ -40,7 +40,7 @@ pub enum ReadError {
     Io(std::io::Error),
     #[error("it is {0}, not a regular file")]
     NotRegular(&'static str),
-    #[error("it is {size} bytes; a {what} may be at most {}", human(*.limit))]
+    #[error("it is {size} bytes; {what} may be at most {}", human(*.limit))]
     TooLarge {
         what: &'static str,
         size: u64,
@@ -75,7 +75,7 @@ fn kind_of(t: std::fs::FileType) -> &'static str {
 }
 
 /// Reads a regular file of at most `limit` bytes (`what` names it in the
-/// error: "ticket", "saved plan"). With `root`, the path is resolved
+/// error: "a ticket", "saved plan"). With `root`, the path is resolved
 /// (symlinks too) and must stay inside `root`.
 pub fn read(
     path: &Path,
@@ -138,26 +138,26 @@ mod tests {
     #[test]
     fn devices_fifos_directories_and_large_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let err = read(Path::new("/dev/zero"), "ticket", 10, None).unwrap_err();
+        let err = read(Path::new("/dev/zero"), "a ticket", 10, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "it is a character device, not a regular file"
         );
-        let err = read(dir.path(), "ticket", 10, None).unwrap_err();
+        let err = read(dir.path(), "a ticket", 10, None).unwrap_err();
         assert_eq!(err.to_string(), "it is a directory, not a regular file");
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let err = read(&fifo, "ticket", 10, None).unwrap_err();
+        let err = read(&fifo, "a ticket", 10, None).unwrap_err();
         assert_eq!(err.to_string(), "it is a FIFO, not a regular file");
         let big = dir.path().join("big");
         std::fs::write(&big, vec![b'x'; 2048]).unwrap();
-        let err = read(&big, "ticket", 1024, None).unwrap_err();
+        let err = read(&big, "a ticket", 1024, None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "it is 2048 bytes; a ticket may be at most 1 KiB"
         );
-        assert_eq!(read(&big, "ticket", 2048, None).unwrap().len(), 2048);
+        assert_eq!(read(&big, "a ticket", 2048, None).unwrap().len(), 2048);
     }
 
     #[test]
@@ -169,18 +169,18 @@ mod tests {
         std::fs::write(root.join("inside.md"), "y").unwrap();
         let out = root.join("sows/out.md");
         std::os::unix::fs::symlink(dir.path().join("outside.md"), &out).unwrap();
-        let err = read(&out, "ticket", 10, Some(&root)).unwrap_err();
+        let err = read(&out, "a ticket", 10, Some(&root)).unwrap_err();
         assert!(
             err.to_string().starts_with("it resolves to ") && err.to_string().contains("outside"),
             "{err}"
         );
         let inside = root.join("sows/in.md");
         std::os::unix::fs::symlink("../inside.md", &inside).unwrap();
-        assert_eq!(read(&inside, "ticket", 10, Some(&root)).unwrap(), b"y");
+        assert_eq!(read(&inside, "a ticket", 10, Some(&root)).unwrap(), b"y");
         let zero = root.join("sows/zero.md");
         std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
         assert!(matches!(
-            read(&zero, "ticket", 10, Some(&root)),
+            read(&zero, "a ticket", 10, Some(&root)),
             Err(ReadError::Escapes { .. })
         ));
     }

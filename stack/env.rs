@@ -134,12 +134,15 @@ impl Env {
             .and_then(|s| s.to_str())
             .unwrap_or("custom")
             .to_string();
-        let text =
-            crate::bounded::read_text(path, "environment file", crate::bounded::MAX_ENV_FILE_BYTES)
-                .map_err(|e| EnvError::Invalid {
-                    name: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
+        let text = crate::bounded::read_text(
+            path,
+            "an environment file",
+            crate::bounded::MAX_ENV_FILE_BYTES,
+        )
+        .map_err(|e| EnvError::Invalid {
+            name: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         let mut env: Env = toml::from_str(&text).map_err(|e| EnvError::Invalid {
             name: path.display().to_string(),
             message: e.to_string(),

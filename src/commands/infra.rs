@@ -127,7 +127,23 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
         None
     };
     let result = async {
-        let snapshot = infra.store.load(&infra.key).await.map_err(state_err)?;
+        let (snapshot, held) = futures::join!(
+            infra.store.load(&infra.key),
+            async {
+                match &lock {
+                    Some(_) => None,
+                    None => infra.store.current_lock(&infra.key).await.ok().flatten(),
+                }
+            }
+        );
+        let snapshot = snapshot.map_err(state_err)?;
+        if let Some(held) = held.filter(|h| h.lease_expires_at > state::now_epoch()) {
+            ctx.printer.warn(&format!(
+                "the state is locked by {}: that {} is in progress, so this plan may show a half-done view; plan again when it finishes",
+                held.describe(),
+                held.operation
+            ));
+        }
         make_plan(
             &infra.stack,
             snapshot.as_ref(),
@@ -170,7 +186,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<u8> {
     let saved = match &args.plan_file {
         Some(path) => {
             let text =
-                crate::bounded::read_text(path, "saved plan", crate::bounded::MAX_PLAN_BYTES)
+                crate::bounded::read_text(path, "a saved plan", crate::bounded::MAX_PLAN_BYTES)
                     .map_err(|e| {
                         exit::hint(
                             format!("cannot read the plan file {}: {e}", path.display()),
@@ -433,7 +449,7 @@ pub async fn output(ctx: &Context, args: OutputArgs) -> anyhow::Result<u8> {
 pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
     let path = &args.from_terraform;
     let text =
-        crate::bounded::read_text(path, "Terraform state", crate::bounded::MAX_TFSTATE_BYTES)
+        crate::bounded::read_text(path, "a Terraform state", crate::bounded::MAX_TFSTATE_BYTES)
             .map_err(|e| {
                 anyhow::anyhow!("cannot read the Terraform state {}: {e}", path.display())
             })?;

@@ -43,7 +43,7 @@ impl FileStore {
     fn read_lock(&self) -> Result<Option<LockInfo>, StateError> {
         let read = crate::bounded::read_text(
             &self.lock_path(),
-            "lock file",
+            "a lock file",
             crate::bounded::MAX_STATE_BYTES,
         );
         match read {
@@ -85,11 +85,10 @@ impl StateStore for FileStore {
     }
 
     async fn load(&self, key: &StateKey) -> Result<Option<Snapshot>, StateError> {
-        // One byte over the limit is enough for parse_document to say so.
         let read = crate::bounded::read_text(
             &self.path,
-            "state document",
-            crate::bounded::MAX_STATE_BYTES + 1,
+            "a state document",
+            crate::bounded::MAX_STATE_BYTES,
         );
         let text = match read {
             Ok(t) => t,

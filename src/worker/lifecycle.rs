@@ -401,7 +401,7 @@ impl Run<'_> {
         // Bounded, a regular file, and (symlinks resolved) inside the clone.
         let bytes = crate::bounded::read(
             &ticket_file,
-            "ticket",
+            "a ticket",
             crate::bounded::MAX_TICKET_BYTES,
             Some(&docs),
         )
