@@ -386,7 +386,7 @@ async fn dispatch_refuses_an_escaping_ticket_and_a_deleted_secret_before_acquire
             "version": 1, "stack": NAME, "env": "prod",
             "lineage": "5b0f6d5e-0000-4000-8000-000000000000", "serial": 1,
             "resources": {},
-            "outputs": {"launch_template_id": "lt-0123456789abcdef0", "manager_private_ip": "10.20.2.10"}
+            "outputs": {"launch_template_id": "lt-0123456789abcdef0", "manager_private_ip": "10.20.2.10", "manager_instance_id": "i-0123456789abcdef0"}
         })
         .to_string(),
     )

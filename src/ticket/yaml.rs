@@ -115,7 +115,7 @@ pub fn parse_frontmatter(text: &str) -> Result<Node, FrontmatterError> {
                 key.escape_debug(),
                 location.line()
             ),
-            serde_saphyr::Error::Budget { breach, .. } => budget_sentence(&breach),
+            serde_saphyr::Error::Budget { breach, .. } => budget_sentence(breach),
             other => one_line(&other.to_string()),
         };
         FrontmatterError::InvalidYaml(message)
