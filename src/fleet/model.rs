@@ -430,6 +430,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_held_ticket_names_its_start_as_a_readable_utc_time() {
+        let lock = LockItem {
+            sow: "sows/foo.md".into(),
+            status: Status::Working,
+            dispatch_id: "d1".into(),
+            started_at: 1_700_000_000,
+            updated_at: 1_700_000_000,
+            expires_at: 1_700_025_200,
+            instance_id: Some("i-0abc".into()),
+            dispatched_by: None,
+            slot: None,
+        };
+        assert_eq!(
+            lock.holder_description(),
+            "sows/foo.md is already being built by instance i-0abc (dispatch d1, started 2023-11-14 22:13:20 UTC)"
+        );
+    }
+
+    #[test]
     fn run_sort_key_is_zero_padded_to_twenty_digits() {
         assert_eq!(run_sk(1_750_000_000, "abc"), "RUN#00000000001750000000#abc");
         assert!(
