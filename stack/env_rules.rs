@@ -404,23 +404,16 @@ pub fn check(env: &Env) -> Result<(), Broken> {
     plain_name("github_org", &env.github_org, "a GitHub organization")?;
     plain_name("docs_repo", &env.docs_repo, "a repository name")?;
     hostname(&env.public_hostname)?;
-    if !(env.worker_binary_url.starts_with("https://")
-        || env.worker_binary_url.starts_with("http://"))
-        || env.worker_binary_url.chars().any(char::is_whitespace)
+    let url = &env.release_url;
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err((
-            "worker_binary_url",
+            "release_url",
             format!(
-                "is {}: it must be an https:// URL",
-                quoted(&env.worker_binary_url)
+                "is {}: it must be an https:// URL (where devstack releases are published)",
+                quoted(url)
             ),
-        ));
-    }
-    let sha = &env.worker_binary_sha256;
-    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err((
-            "worker_binary_sha256",
-            format!("is {}: it must be 64 hex digits (a SHA-256)", quoted(sha)),
         ));
     }
     if env.fleet_cap == 0 {

@@ -140,9 +140,9 @@ fn each_invalid_environment_value_is_refused_with_one_line_before_any_aws_call()
             "`fleet_cap` is 0: it must be at least 1 (the most workers that may run at once)".into(),
         ),
         (
-            "worker_binary_sha256",
-            r#"worker_binary_sha256 = "abc""#.into(),
-            r#"`worker_binary_sha256` is "abc": it must be 64 hex digits (a SHA-256)"#.into(),
+            "release_url",
+            r#"release_url = "ftp://example.com/releases""#.into(),
+            r#"`release_url` is "ftp://example.com/releases": it must be an https:// URL (where devstack releases are published)"#.into(),
         ),
         (
             "public_hostname",
