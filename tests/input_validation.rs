@@ -398,6 +398,9 @@ async fn dispatch_refuses_an_escaping_ticket_and_a_deleted_secret_before_acquire
     let dispatch = || {
         let out = devstack(&moto, dir.path())
             .env_remove("FLEET_TABLE_NAME")
+            // A pinned binary: no release lookup on the internet.
+            .env("DEVSTACK_WORKER_BINARY_URL", "https://example.com/devstack")
+            .env("DEVSTACK_WORKER_BINARY_SHA256", "0".repeat(64))
             .arg("--state")
             .arg(format!("file:{}", state.display()))
             .args(["dispatch", "sows/foo.md", "--docs-dir"])
