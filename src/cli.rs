@@ -96,6 +96,7 @@ pub struct SafetyArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// Output format: text for people, markdown for a PR comment, json for tools.
     #[arg(long, value_enum, default_value = "text")]
     pub format: PlanFormat,
     /// Exit 0 when there are no changes, 2 when there are, 1 on error.
@@ -141,8 +142,10 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct DestroyArgs {
+    /// Skip the interactive confirmation.
     #[arg(long)]
     pub auto_approve: bool,
+    /// At most this many AWS deletions in flight at once.
     #[arg(long, default_value_t = 8)]
     pub concurrency: usize,
     /// Allow a protected resource to be destroyed (repeatable).
@@ -154,6 +157,7 @@ pub struct DestroyArgs {
 pub struct OutputArgs {
     /// One output's name; all outputs when absent.
     pub name: Option<String>,
+    /// Print JSON (a string for one output, an object for all).
     #[arg(long)]
     pub json: bool,
 }
@@ -170,7 +174,10 @@ pub enum StateCommand {
     /// List the addresses in state.
     List,
     /// Show one resource as recorded in state.
-    Show { address: String },
+    Show {
+        /// The resource's address, e.g. `vpc` or `dynamodb_table.runs`.
+        address: String,
+    },
     /// Break the state lock.
     Unlock {
         /// The lock id to break (shown by the refusal); any lock when absent.
@@ -194,61 +201,79 @@ pub struct FleetArgs {
 pub enum FleetCommand {
     /// Take the lock on a ticket (exit 3 if held, 4 if the fleet is full).
     Acquire {
+        /// The ticket path, e.g. `sows/foo.md`.
         #[arg(long)]
         sow: String,
+        /// This dispatch's id (default: a new one).
         #[arg(long)]
         dispatch_id: Option<String>,
+        /// Who dispatched it, recorded in the run history.
         #[arg(long)]
         dispatched_by: Option<String>,
         /// Lock lifetime in seconds.
         #[arg(long, default_value_t = 7 * 3600)]
         ttl: i64,
+        /// The model the worker will use, recorded in the run history.
         #[arg(long)]
         model: Option<String>,
+        /// Print the lock as JSON.
         #[arg(long)]
         json: bool,
     },
     /// Record the instance that works on a ticket.
     Attach {
+        /// The ticket path, e.g. `sows/foo.md`.
         #[arg(long)]
         sow: String,
+        /// The dispatch id `acquire` took the lock with.
         #[arg(long)]
         dispatch_id: String,
+        /// The worker's EC2 instance id.
         #[arg(long)]
         instance_id: String,
+        /// The worker's instance type, recorded in the run history.
         #[arg(long)]
         compute_type: Option<String>,
     },
     /// Free a ticket's lock and finalize its run.
     Release {
+        /// The ticket path, e.g. `sows/foo.md`.
         #[arg(long)]
         sow: String,
         /// The releasing instance, or `none`.
         #[arg(long)]
         instance_id: String,
+        /// How the run ended: success, error or timeout.
         #[arg(long, default_value = "success")]
         outcome: String,
+        /// Release even if the lock names another instance (a stuck lock).
         #[arg(long)]
         force: bool,
+        /// Pull requests the run opened, recorded in the run history.
         #[arg(long, default_value_t = 0)]
         prs_opened: i64,
+        /// The model the run used, recorded in the run history.
         #[arg(long)]
         model: Option<String>,
     },
     /// Active locks, oldest first.
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Run history.
     History {
+        /// Only this ticket's runs.
         #[arg(long)]
         sow: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Print the model a dispatch would use (stdout carries only the model).
     ResolveModel {
+        /// The model asked for (default: the environment's default_model).
         #[arg(long)]
         model: Option<String>,
     },
@@ -264,13 +289,18 @@ pub enum FleetCommand {
 pub struct DispatchArgs {
     /// The ticket path, e.g. `sows/foo.md`.
     pub ticket: String,
+    /// The model the worker uses (one of the environment's `models`;
+    /// default: its default_model).
     #[arg(long)]
     pub model: Option<String>,
     /// A checkout of the docs repository: validate the ticket before spending.
     #[arg(long)]
     pub docs_dir: Option<PathBuf>,
+    /// This dispatch's id (default: a new one); 1 to 64 of [A-Za-z0-9._-].
     #[arg(long)]
     pub dispatch_id: Option<String>,
+    /// Who dispatched it, recorded in the run history (default:
+    /// $GITHUB_ACTOR, then $USER).
     #[arg(long)]
     pub dispatched_by: Option<String>,
     /// Write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY).
@@ -292,17 +322,22 @@ pub struct DispatchArgs {
 pub enum TicketCommand {
     /// Validate tickets (exit 1 if any is invalid).
     Validate {
+        /// Ticket files to check (regular files of at most 1 MiB).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Render the prompt for a ticket.
     Render {
+        /// The ticket file to read.
         #[arg(long)]
         ticket: PathBuf,
+        /// The ticket's path inside the docs repository, e.g. `sows/foo.md`.
         #[arg(long)]
         sow_path: String,
+        /// The UTC date the run starts, YYYY-MM-DD.
         #[arg(long)]
         today: String,
+        /// Where to write the prompt.
         #[arg(long)]
         out: PathBuf,
     },

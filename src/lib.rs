@@ -12,12 +12,14 @@
 //! - [`import`]: adopting what another tool (Terraform) created into state.
 //! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
 //! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.
+//! - [`bounded`]: size-limited reads of files devstack is handed.
 //! - [`exporter`]: the manager's run-history exporter (`devstack exporter`).
 //! - [`manager`]: deploying the manager's files over SSM (`devstack manager deploy`).
 //! - [`release`]: which released devstack binary an instance runs (URL + SHA-256).
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
+pub mod bounded;
 pub mod cli;
 pub mod commands;
 pub mod dispatch;

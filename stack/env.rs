@@ -92,12 +92,20 @@ fn default_manager_sg_description() -> String {
 }
 
 /// Why an environment could not be loaded.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EnvError {
     #[error("unknown environment '{name}': choose one of {known}")]
     Unknown { name: String, known: String },
     #[error("environment file {name} is invalid: {message}")]
     Invalid { name: String, message: String },
+    /// A value AWS would refuse (or that breaks the stack): one line naming
+    /// the file, the key, the value and what is allowed.
+    #[error("{file}: `{key}` {message}")]
+    Value {
+        file: String,
+        key: String,
+        message: String,
+    },
 }
 
 impl Env {
@@ -114,11 +122,13 @@ impl Env {
                 known,
             });
         };
+        let file = format!("stack/{name}.toml");
         let mut env: Env = toml::from_str(text).map_err(|e| EnvError::Invalid {
-            name: name.to_string(),
+            name: file.clone(),
             message: e.to_string(),
         })?;
         env.env_name = name.to_string();
+        env.validate(&file)?;
         Ok(env)
     }
 
@@ -130,7 +140,12 @@ impl Env {
             .and_then(|s| s.to_str())
             .unwrap_or("custom")
             .to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| EnvError::Invalid {
+        let text = crate::bounded::read_text(
+            path,
+            "an environment file",
+            crate::bounded::MAX_ENV_FILE_BYTES,
+        )
+        .map_err(|e| EnvError::Invalid {
             name: path.display().to_string(),
             message: e.to_string(),
         })?;
@@ -139,7 +154,18 @@ impl Env {
             message: e.to_string(),
         })?;
         env.env_name = name;
+        env.validate(&path.display().to_string())?;
         Ok(env)
+    }
+
+    /// Every rule a value must meet before anything reaches AWS; the first
+    /// broken one is returned (see [`crate::stack::env_rules`]).
+    pub fn validate(&self, file: &str) -> Result<(), EnvError> {
+        super::env_rules::check(self).map_err(|(key, message)| EnvError::Value {
+            file: file.to_string(),
+            key: key.to_string(),
+            message,
+        })
     }
 
     /// The runs table (the fleet's registry).

@@ -10,6 +10,7 @@
 //! the same diagram with other values.
 
 pub mod env;
+pub mod env_rules;
 pub mod guardrails;
 pub mod manager;
 

@@ -614,6 +614,11 @@ async fn twenty_simultaneous_cli_dispatches_of_one_ticket_launch_one_worker() {
         ],
     )
     .await;
+    // The two secrets a worker reads at boot: dispatch checks they exist.
+    let cfg = common::sdk_config_for(&moto.endpoint).await;
+    for secret in ["claude-credentials", "github-app"] {
+        common::seed::seed_secret(&cfg, &format!("{}/{secret}", common::seed::PROD_NAME)).await;
+    }
     let bin = assert_cmd::cargo::cargo_bin("devstack");
     let children: Vec<_> = (0..20)
         .map(|_| {

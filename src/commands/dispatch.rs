@@ -52,11 +52,13 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
         manager_instance_id: Some(output("manager_instance_id")?),
     };
 
+    check_secrets(ctx, env).await?;
     let registry = super::fleet::open_registry(ctx, args.table.as_deref()).await?;
     let workers = Workers::new(
         aws_sdk_ec2::Client::new(ctx.aws().await?),
         env.worker_name(),
     );
+    let docs_dir = args.docs_dir.clone();
     let request = DispatchRequest {
         ticket: args.ticket,
         model: crate::dispatch::requested_model(
@@ -82,7 +84,12 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
         settings: &settings,
     };
     let dispatched = match dispatcher
-        .dispatch(&request, validate_ticket_file, render, crate::fleet::now())
+        .dispatch(
+            &request,
+            |path: &Path| validate_ticket_file(path, docs_dir.as_deref()),
+            render,
+            crate::fleet::now(),
+        )
         .await
     {
         Ok(d) => d,
@@ -119,10 +126,44 @@ async fn stack_outputs(ctx: &Context) -> anyhow::Result<BTreeMap<String, String>
     super::infra::stack_outputs(ctx).await
 }
 
+/// The worker reads both secrets (the stack's `aws_secretsmanager_secret`
+/// data sources) at boot and dies without them: a deleted one is refused
+/// here, before the lock is taken or anything is launched. DescribeSecret
+/// only: no secret value is ever read.
+async fn check_secrets(ctx: &Context, env: &Env) -> anyhow::Result<()> {
+    use crate::aws::secretsmanager_secret::{Secret, SecretKind};
+    use crate::engine::provider::DataKind as _;
+    use crate::engine::resource::Data as _;
+    let kind = SecretKind {
+        secrets: aws_sdk_secretsmanager::Client::new(ctx.aws().await?),
+    };
+    let stack = crate::stack::stack(env);
+    let reads = stack
+        .data
+        .iter()
+        .filter(|d| d.kind == Secret::KIND)
+        .map(|d| kind.read(&d.query));
+    for read in futures::future::join_all(reads).await {
+        read.map_err(|e| {
+            CodedError::new(
+                exit::ERROR,
+                format!(
+                    "refusing to dispatch: a worker could not start, {}",
+                    e.message
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// `--docs-dir` validation: the full ticket rules (platform.md §2), before
 /// anything is spent.
-fn validate_ticket_file(path: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+/// The file must be a regular file of bounded size inside the checkout
+/// (a symlink is resolved and may not leave it).
+fn validate_ticket_file(path: &Path, docs_dir: Option<&Path>) -> anyhow::Result<()> {
+    let bytes = crate::bounded::read(path, "a ticket", crate::bounded::MAX_TICKET_BYTES, docs_dir)
+        .map_err(|e| anyhow!("cannot read {}: {e}", path.display()))?;
     crate::ticket::parse_bytes(&path.display().to_string(), &bytes)?;
     Ok(())
 }

@@ -101,6 +101,9 @@ fn state_err(e: StateError) -> anyhow::Error {
         StateError::Missing(what) => CodedError::new(exit::ERROR, format!("the state store {what} does not exist"))
             .with_hint("run `devstack init` once to create it")
             .into(),
+        StateError::Newer { .. } => CodedError::new(exit::ERROR, e.to_string())
+            .with_hint("use the devstack release that wrote it (or a newer one); an older build must not rewrite it")
+            .into(),
         other => anyhow::Error::new(other),
     }
 }
@@ -110,6 +113,12 @@ fn plan_err(e: PlanError) -> anyhow::Error {
         PlanError::Stale { .. } => CodedError::new(exit::ERROR, e.to_string())
             .with_hint("run `devstack plan --out FILE` again and apply the new file")
             .into(),
+        PlanError::Mismatch(_) => CodedError::new(exit::ERROR, format!("{e}; nothing was changed"))
+            .with_hint("the plan file was altered, or AWS or the stack changed since it was made (a replacement asked with --replace needs the same --replace on apply): run `devstack plan --out FILE` again and review it")
+            .into(),
+        PlanError::Protected { .. } | PlanError::ProtectedMany(_) => {
+            CodedError::new(exit::ERROR, format!("{e}; nothing was changed")).into()
+        }
         other => anyhow::Error::new(other),
     }
 }
@@ -146,7 +155,23 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
         None
     };
     let result = async {
-        let snapshot = infra.store.load(&infra.key).await.map_err(state_err)?;
+        let (snapshot, held) = futures::join!(
+            infra.store.load(&infra.key),
+            async {
+                match &lock {
+                    Some(_) => None,
+                    None => infra.store.current_lock(&infra.key).await.ok().flatten(),
+                }
+            }
+        );
+        let snapshot = snapshot.map_err(state_err)?;
+        if let Some(held) = held.filter(|h| h.lease_expires_at > state::now_epoch()) {
+            ctx.printer.warn(&format!(
+                "the state is locked by {}: that {} is in progress, so this plan may show a half-done view; plan again when it finishes",
+                held.describe(),
+                held.operation
+            ));
+        }
         make_plan(
             &infra.stack,
             snapshot.as_ref(),
@@ -188,8 +213,14 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<u8> {
     let infra = open(ctx).await?;
     let saved = match &args.plan_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the plan file {}", path.display()))?;
+            let text =
+                crate::bounded::read_text(path, "a saved plan", crate::bounded::MAX_PLAN_BYTES)
+                    .map_err(|e| {
+                        exit::hint(
+                            format!("cannot read the plan file {}: {e}", path.display()),
+                            "pass the file `devstack plan --out FILE` wrote",
+                        )
+                    })?;
             let plan: Plan = serde_json::from_str(&text).map_err(|e| {
                 exit::hint(
                     format!("{} is not a devstack plan: {e}", path.display()),
@@ -258,10 +289,7 @@ async fn apply_locked(
 ) -> anyhow::Result<u8> {
     let snapshot = infra.store.load(&infra.key).await.map_err(state_err)?;
     let plan = match saved {
-        Some(plan) => {
-            plan.check_fresh(snapshot.as_ref()).map_err(plan_err)?;
-            plan
-        }
+        Some(saved) => verified(infra, &saved, snapshot.as_ref(), &opts).await?,
         None => make_plan(&infra.stack, snapshot.as_ref(), &infra.provider, &opts)
             .await
             .map_err(plan_err)?,
@@ -328,6 +356,29 @@ async fn apply_locked(
         snap.serial
     ));
     Ok(exit::OK)
+}
+
+/// A saved plan is never applied as read: it must be fresh (same state
+/// lineage and serial), must not destroy or replace anything protected
+/// without `--allow-destroy` given now, and must list exactly the actions
+/// a plan computed now from the stack, state and live AWS decides. What is
+/// applied is that fresh plan: nothing in the file (bodies, ids, addresses
+/// in neither stack nor state) reaches AWS. See docs/state-and-locking.md.
+async fn verified(
+    infra: &Infra,
+    saved: &Plan,
+    snapshot: Option<&Snapshot>,
+    opts: &PlanOptions,
+) -> anyhow::Result<Plan> {
+    saved.check_fresh(snapshot).map_err(plan_err)?;
+    saved
+        .check_protection(&infra.stack, snapshot, &opts.allow_destroy)
+        .map_err(plan_err)?;
+    let fresh = make_plan(&infra.stack, snapshot, &infra.provider, opts)
+        .await
+        .map_err(plan_err)?;
+    saved.verify_against(&fresh).map_err(plan_err)?;
+    Ok(fresh)
 }
 
 fn confirm(ctx: &Context, plan: &Plan) -> anyhow::Result<()> {
@@ -425,8 +476,11 @@ pub async fn output(ctx: &Context, args: OutputArgs) -> anyhow::Result<u8> {
 /// devstack state (see `crate::import`), once, into an empty state.
 pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
     let path = &args.from_terraform;
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the Terraform state {}", path.display()))?;
+    let text =
+        crate::bounded::read_text(path, "a Terraform state", crate::bounded::MAX_TFSTATE_BYTES)
+            .map_err(|e| {
+                anyhow::anyhow!("cannot read the Terraform state {}: {e}", path.display())
+            })?;
     let tf = terraform::parse(&text).map_err(|e| {
         exit::hint(
             format!("{}: {e}", path.display()),

@@ -25,7 +25,7 @@ pub struct Context {
     pub printer: Printer,
     pub global: GlobalArgs,
     env: Option<Env>,
-    env_error: Option<String>,
+    env_error: Option<crate::stack::env::EnvError>,
     aws: OnceCell<aws_config::SdkConfig>,
 }
 
@@ -37,7 +37,7 @@ impl Context {
         };
         let (env, env_error) = match loaded {
             Ok(env) => (Some(env), None),
-            Err(e) => (None, Some(e.to_string())),
+            Err(e) => (None, Some(e)),
         };
         Context {
             printer,
@@ -51,10 +51,15 @@ impl Context {
     /// The selected environment; an unknown `--env` is reported here, so
     /// commands that do not need one (ticket validation) still work.
     pub fn env(&self) -> anyhow::Result<&Env> {
-        match &self.env {
-            Some(env) => Ok(env),
-            None => Err(crate::exit::hint(
-                self.env_error.clone().unwrap_or_default(),
+        use crate::stack::env::EnvError;
+        match (&self.env, &self.env_error) {
+            (Some(env), _) => Ok(env),
+            // A bad value names the file, the key and what is allowed.
+            (None, Some(e @ EnvError::Value { .. })) => {
+                Err(crate::exit::CodedError::new(crate::exit::ERROR, e.to_string()).into())
+            }
+            (None, e) => Err(crate::exit::hint(
+                e.as_ref().map(|e| e.to_string()).unwrap_or_default(),
                 "pass --env with one of the files in stack/",
             )),
         }

@@ -41,6 +41,15 @@ impl StepReporter {
     }
 }
 
+/// What a step in flight looks like on a terminal: a spinner, the human
+/// message (`vpc: creating…`) and the time so far.
+pub const SPINNER_TEMPLATE: &str = "{spinner} {msg} {elapsed}";
+
+fn spinner_style() -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(SPINNER_TEMPLATE)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner())
+}
+
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
 }
@@ -51,6 +60,9 @@ impl Reporter for StepReporter {
             Event::Started { address, op } => match &self.spans {
                 Some(spans) => {
                     let span = tracing::info_span!(target: STEP_TARGET, "step", address = %address);
+                    // The spinner shows the message, never the span's name
+                    // and fields (`step{address=…}`).
+                    span.pb_set_style(&spinner_style());
                     span.pb_set_message(&format!("{address}: {}…", op.verb()));
                     span.pb_start();
                     if let Ok(mut s) = spans.lock() {

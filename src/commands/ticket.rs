@@ -51,7 +51,7 @@ fn validate(ctx: &Context, files: &[PathBuf]) -> anyhow::Result<u8> {
 /// reported in the same one-line form as an invalid one.
 fn load(file: &Path) -> Result<Ticket, TicketError> {
     let name = file.display().to_string();
-    match std::fs::read(file) {
+    match crate::bounded::read(file, "a ticket", crate::bounded::MAX_TICKET_BYTES, None) {
         Ok(bytes) => ticket::parse_bytes(&name, &bytes),
         Err(e) => Err(TicketError {
             file: name,

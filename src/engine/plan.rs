@@ -42,6 +42,16 @@ impl Action {
             Action::Delete => "-",
         }
     }
+    /// What the action does to `what`, as a verb phrase ("destroy X").
+    pub fn doing(self, what: &str) -> String {
+        match self {
+            Action::NoOp => format!("leave {what} unchanged"),
+            Action::Create => format!("create {what}"),
+            Action::Update => format!("update {what} in place"),
+            Action::Replace => format!("replace {what}"),
+            Action::Delete => format!("destroy {what}"),
+        }
+    }
     pub fn verb(self) -> &'static str {
         match self {
             Action::NoOp => "unchanged",
@@ -184,6 +194,152 @@ impl Plan {
     }
 }
 
+impl Plan {
+    /// Refuses a saved plan that would destroy or replace a resource the
+    /// stack or state protects, unless `allow_destroy` (the flags given at
+    /// apply time, never the file) names it. Protection comes from the
+    /// stack and state: a file that says `protected: false` changes nothing.
+    pub fn check_protection(
+        &self,
+        stack: &Stack,
+        state: Option<&Snapshot>,
+        allow_destroy: &BTreeSet<String>,
+    ) -> Result<(), PlanError> {
+        let protected = |a: &str| {
+            stack.get(a).is_some_and(|r| r.protected)
+                || state.is_some_and(|s| s.resources.get(a).is_some_and(|r| r.protected))
+        };
+        let refused: Vec<&ResourceChange> = self
+            .resources
+            .iter()
+            .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
+            .filter(|c| protected(&c.address) && !allow_destroy.contains(&c.address))
+            .collect();
+        match refused.as_slice() {
+            [] => Ok(()),
+            [c] => Err(PlanError::Protected {
+                address: c.address.clone(),
+                action: if c.action == Action::Delete {
+                    "destroy"
+                } else {
+                    "replace"
+                }
+                .into(),
+            }),
+            many => Err(PlanError::ProtectedMany(
+                many.iter().map(|c| c.address.clone()).collect(),
+            )),
+        }
+    }
+
+    /// Compares a saved plan with `fresh`, the plan computed now from the
+    /// stack, state and live AWS: the same addresses, each with the same
+    /// kind, id, action, adoption and changed attributes. The first
+    /// difference is returned as one line. Only the fresh plan is ever
+    /// applied, so nothing a file carries (bodies, ids, protection) is
+    /// trusted; this check makes sure the user approved exactly that.
+    pub fn verify_against(&self, fresh: &Plan) -> Result<(), PlanError> {
+        let mismatch = |m: String| Err(PlanError::Mismatch(m));
+        if (self.stack.as_str(), self.env.as_str()) != (fresh.stack.as_str(), fresh.env.as_str()) {
+            return mismatch(format!(
+                "it is a plan for {}/{}, not {}/{}",
+                self.stack, self.env, fresh.stack, fresh.env
+            ));
+        }
+        if self.destroy != fresh.destroy {
+            return mismatch(if self.destroy {
+                "it is a destroy plan; only `devstack destroy` destroys the stack".into()
+            } else {
+                "a fresh plan destroys the stack and this one does not".into()
+            });
+        }
+        let saved: BTreeMap<&str, &ResourceChange> = self
+            .resources
+            .iter()
+            .map(|r| (r.address.as_str(), r))
+            .collect();
+        if saved.len() != self.resources.len() {
+            let mut seen = BTreeSet::new();
+            let twice = self
+                .resources
+                .iter()
+                .find(|r| !seen.insert(r.address.as_str()))
+                .map_or("", |r| r.address.as_str());
+            return mismatch(format!("it lists {twice} more than once"));
+        }
+        let now: BTreeMap<&str, &ResourceChange> = fresh
+            .resources
+            .iter()
+            .map(|r| (r.address.as_str(), r))
+            .collect();
+        for r in &self.resources {
+            if !now.contains_key(r.address.as_str()) {
+                return mismatch(format!(
+                    "it would {}, which is in neither the stack nor state",
+                    r.action.doing(&r.address)
+                ));
+            }
+        }
+        for f in &fresh.resources {
+            let Some(s) = saved.get(f.address.as_str()) else {
+                return mismatch(format!(
+                    "it does not list {}; a fresh plan would {}",
+                    f.address,
+                    f.action.doing("it")
+                ));
+            };
+            if s.kind != f.kind {
+                return mismatch(format!(
+                    "it says {} is a {}, but it is a {}",
+                    f.address, s.kind, f.kind
+                ));
+            }
+            if s.action != f.action {
+                return mismatch(format!(
+                    "it would {}, but a fresh plan would {}",
+                    s.action.doing(&f.address),
+                    f.action.doing("it")
+                ));
+            }
+            if s.adopted != f.adopted {
+                return mismatch(format!(
+                    "it says {} is {}adopted, a fresh plan says {}",
+                    f.address,
+                    if s.adopted { "" } else { "not " },
+                    if f.adopted { "it is" } else { "it is not" }
+                ));
+            }
+            if s.id != f.id {
+                return mismatch(format!(
+                    "it says {} is {}, but it is {}",
+                    f.address,
+                    s.id.as_deref().unwrap_or("not yet created"),
+                    f.id.as_deref().unwrap_or("not yet created")
+                ));
+            }
+            let names =
+                |c: &[AttrChange]| c.iter().map(|c| c.name.clone()).collect::<BTreeSet<_>>();
+            let (was, is) = (names(&s.changes), names(&f.changes));
+            if was != is {
+                let list = |s: &BTreeSet<String>| {
+                    if s.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        s.iter().cloned().collect::<Vec<_>>().join(", ")
+                    }
+                };
+                return mismatch(format!(
+                    "it changes {} of {}, a fresh plan changes {}",
+                    list(&was),
+                    f.address,
+                    list(&is)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Choices that change the plan.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
@@ -199,8 +355,8 @@ pub struct PlanOptions {
 pub enum PlanError {
     #[error(transparent)]
     Stack(#[from] StackError),
-    #[error("no provider for resource kind '{0}'")]
-    UnknownKind(String),
+    #[error("{address}: this build of devstack knows no resource kind '{kind}'")]
+    UnknownKind { kind: String, address: String },
     #[error("reading {what} failed: {message}")]
     Read { what: String, message: String },
     #[error("{address} is protected and this plan would {action} it; if that is really intended, pass --allow-destroy {address}")]
@@ -211,6 +367,10 @@ pub enum PlanError {
     UnknownAddress { flag: &'static str, address: String },
     #[error("the saved plan was made against state serial {planned}, but state is now at serial {current}; make a new plan")]
     Stale { planned: u64, current: u64 },
+    /// A saved plan whose actions are not what a fresh plan decides now:
+    /// altered after it was made, or made before AWS changed.
+    #[error("the saved plan does not match a fresh plan: {0}")]
+    Mismatch(String),
 }
 
 /// What a plan read from the world, kept for reporting (request counts).
@@ -247,10 +407,11 @@ pub async fn plan(
             }
         }
     }
-    let kind_of = |name: &str| {
-        provider
-            .kind(name)
-            .ok_or_else(|| PlanError::UnknownKind(name.to_string()))
+    let kind_of = |name: &str, address: &str| {
+        provider.kind(name).ok_or_else(|| PlanError::UnknownKind {
+            kind: name.to_string(),
+            address: address.to_string(),
+        })
     };
 
     // Refresh (one batch per kind) and data sources, all concurrently.
@@ -266,7 +427,7 @@ pub async fn plan(
             });
     }
     let reads = by_kind.into_iter().map(|(kind, items)| {
-        let k = kind_of(kind);
+        let k = kind_of(kind, &addresses(&items));
         async move {
             let k = k?;
             let lives = k.read(&items).await.map_err(|e| PlanError::Read {
@@ -285,7 +446,10 @@ pub async fn plan(
     let data_reads = stack.data.iter().map(|d| async move {
         let k = provider
             .data_kind(&d.kind)
-            .ok_or_else(|| PlanError::UnknownKind(d.kind.clone()))?;
+            .ok_or_else(|| PlanError::UnknownKind {
+                kind: d.kind.clone(),
+                address: d.name.clone(),
+            })?;
         let out = k.read(&d.query).await.map_err(|e| PlanError::Read {
             what: d.name.clone(),
             message: e.message,
@@ -347,7 +511,7 @@ pub async fn plan(
                 break;
             }
             let finds = missing.into_iter().map(|(kind, items)| {
-                let k = kind_of(kind);
+                let k = kind_of(kind, &finds_addresses(&items));
                 let meta = &meta;
                 async move {
                     let k: Arc<dyn Kind> = k?;
@@ -406,7 +570,7 @@ pub async fn plan(
                 lookup(&data, &live, a, out)
             }
         };
-        let k = kind_of(&r.kind)?;
+        let k = kind_of(&r.kind, addr)?;
         let after = k.normalize(resolve(&r.body, &known));
         let schema = k.schema();
         let mut change = ResourceChange {

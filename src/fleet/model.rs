@@ -169,10 +169,22 @@ impl LockItem {
             None => "a launching worker".to_string(),
         };
         format!(
-            "{} is already being built by {who} (dispatch {}, started_at={})",
-            self.sow, self.dispatch_id, self.started_at
+            "{} is already being built by {who} (dispatch {}, started {})",
+            self.sow,
+            self.dispatch_id,
+            utc(self.started_at)
         )
     }
+}
+
+/// Epoch seconds as a readable UTC time (`2026-03-07 14:05:09 UTC`).
+pub fn utc(epoch: i64) -> String {
+    let format =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(epoch)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("at epoch {epoch}"))
 }
 
 /// One dispatch's permanent record (`sk = "RUN#…"`). Never carries
@@ -416,6 +428,25 @@ pub enum Released {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_ticket_names_its_start_as_a_readable_utc_time() {
+        let lock = LockItem {
+            sow: "sows/foo.md".into(),
+            status: Status::Working,
+            dispatch_id: "d1".into(),
+            started_at: 1_700_000_000,
+            updated_at: 1_700_000_000,
+            expires_at: 1_700_025_200,
+            instance_id: Some("i-0abc".into()),
+            dispatched_by: None,
+            slot: None,
+        };
+        assert_eq!(
+            lock.holder_description(),
+            "sows/foo.md is already being built by instance i-0abc (dispatch d1, started 2023-11-14 22:13:20 UTC)"
+        );
+    }
 
     #[test]
     fn run_sort_key_is_zero_padded_to_twenty_digits() {

@@ -194,13 +194,26 @@ impl StateStore for DynamoStore {
         let Some(item) = out.item else {
             return Ok(None);
         };
-        let doc = get_s(&item, "doc");
-        let mut snap: Snapshot = serde_json::from_str(&doc).map_err(|e| StateError::Corrupt {
-            location: format!("{} item {}", self.location(), Self::state_pk(key)),
-            message: e.to_string(),
-        })?;
-        // The item's serial is authoritative (it is what writes condition on).
-        snap.serial = get_n(&item, "serial") as u64;
+        let location = format!("{} item {}", self.location(), Self::state_pk(key));
+        // The item's serial is authoritative (it is what writes condition
+        // on): one that is not a number is corruption, never serial 0.
+        let serial = item
+            .get("serial")
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or_else(|| StateError::Corrupt {
+                location: location.clone(),
+                message: "its `serial` attribute is missing or not a whole number".into(),
+            })?;
+        let doc =
+            item.get("doc")
+                .and_then(|v| v.as_s().ok())
+                .ok_or_else(|| StateError::Corrupt {
+                    location: location.clone(),
+                    message: "its `doc` attribute is missing or not a string".into(),
+                })?;
+        let mut snap = super::parse_document(doc, &location)?;
+        snap.serial = serial;
         Ok(Some(snap))
     }
 
@@ -212,6 +225,7 @@ impl StateStore for DynamoStore {
     ) -> Result<(), StateError> {
         let doc =
             serde_json::to_string(snapshot).map_err(|e| StateError::Backend(e.to_string()))?;
+        super::check_document_size(&doc)?;
         let mut put = self
             .client
             .put_item()

@@ -27,16 +27,39 @@ impl FileStore {
         StateError::Backend(format!("{what}: {e}"))
     }
 
+    /// The state file's directory must exist (`devstack init` creates it):
+    /// say so with the path rather than a bare "No such file or directory".
+    fn check_dir(&self) -> Result<(), StateError> {
+        match self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) if !dir.is_dir() => Err(StateError::Backend(format!(
+                "the directory {} of the state file {} is missing; create it, or run `devstack init` with the same --state",
+                dir.display(),
+                self.path.display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     fn read_lock(&self) -> Result<Option<LockInfo>, StateError> {
-        match std::fs::read_to_string(self.lock_path()) {
+        let read = crate::bounded::read_text(
+            &self.lock_path(),
+            "a lock file",
+            crate::bounded::MAX_STATE_BYTES,
+        );
+        match read {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
                 .map_err(|e| StateError::Corrupt {
                     location: self.lock_path().display().to_string(),
                     message: e.to_string(),
                 }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Self::backend(e, "reading the lock file")),
+            Err(crate::bounded::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(None)
+            }
+            Err(e) => Err(StateError::Backend(format!(
+                "reading the lock file {}: {e}",
+                self.lock_path().display()
+            ))),
         }
     }
 
@@ -62,15 +85,24 @@ impl StateStore for FileStore {
     }
 
     async fn load(&self, key: &StateKey) -> Result<Option<Snapshot>, StateError> {
-        let text = match std::fs::read_to_string(&self.path) {
+        let read = crate::bounded::read_text(
+            &self.path,
+            "a state document",
+            crate::bounded::MAX_STATE_BYTES,
+        );
+        let text = match read {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Self::backend(e, "reading state")),
+            Err(crate::bounded::ReadError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(None)
+            }
+            Err(e) => {
+                return Err(StateError::Corrupt {
+                    location: self.location(),
+                    message: e.to_string(),
+                })
+            }
         };
-        let snap: Snapshot = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
-            location: self.location(),
-            message: e.to_string(),
-        })?;
+        let snap = super::parse_document(&text, &self.location())?;
         if snap.stack != key.stack || snap.env != key.env {
             return Err(StateError::Corrupt {
                 location: self.location(),
@@ -95,12 +127,15 @@ impl StateStore for FileStore {
         }
         let text = serde_json::to_string_pretty(snapshot)
             .map_err(|e| StateError::Backend(e.to_string()))?;
+        super::check_document_size(&text)?;
+        self.check_dir()?;
         self.write_atomic(&self.path, &text)
     }
 
     async fn lock(&self, _key: &StateKey, info: &LockInfo, now: i64) -> Result<(), StateError> {
         use std::io::Write;
         let text = serde_json::to_string(info).map_err(|e| StateError::Backend(e.to_string()))?;
+        self.check_dir()?;
         for _ in 0..2 {
             match std::fs::OpenOptions::new()
                 .write(true)
@@ -122,7 +157,12 @@ impl StateStore for FileStore {
                         }
                     }
                 }
-                Err(e) => return Err(Self::backend(e, "creating the lock")),
+                Err(e) => {
+                    return Err(StateError::Backend(format!(
+                        "creating the lock file {}: {e}",
+                        self.lock_path().display()
+                    )))
+                }
             }
         }
         match self.read_lock()? {

@@ -111,8 +111,58 @@ pub enum StateError {
     NoSuchLock(String),
     #[error("state at {location} is unreadable: {message}")]
     Corrupt { location: String, message: String },
+    #[error("state at {location} was written by a newer devstack (state format {version}; this build reads format {readable})")]
+    Newer {
+        location: String,
+        version: u64,
+        readable: u32,
+    },
     #[error("{0}")]
     Backend(String),
+}
+
+/// Reads a state document (both stores): at most
+/// [`crate::bounded::MAX_STATE_BYTES`], and of the format this build
+/// writes. A newer format is refused by name, never half-read.
+pub fn parse_document(text: &str, location: &str) -> Result<Snapshot, StateError> {
+    let corrupt = |message: String| StateError::Corrupt {
+        location: location.to_string(),
+        message,
+    };
+    let limit = crate::bounded::MAX_STATE_BYTES;
+    if text.len() as u64 > limit {
+        return Err(corrupt(format!(
+            "the document is {} bytes; state may be at most {limit} bytes (DynamoDB's item limit)",
+            text.len()
+        )));
+    }
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| corrupt(e.to_string()))?;
+    let readable = crate::engine::snapshot::SNAPSHOT_VERSION;
+    match doc.get("version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v == u64::from(readable) => {}
+        Some(v) if v > u64::from(readable) => {
+            return Err(StateError::Newer {
+                location: location.to_string(),
+                version: v,
+                readable,
+            })
+        }
+        Some(v) => return Err(corrupt(format!("unknown state format {v}"))),
+        None => return Err(corrupt("`version` is missing or not a number".into())),
+    }
+    serde_json::from_value(doc).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Refuses to write a state document no store could read back.
+pub fn check_document_size(doc: &str) -> Result<(), StateError> {
+    let limit = crate::bounded::MAX_STATE_BYTES;
+    if doc.len() as u64 > limit {
+        return Err(StateError::Backend(format!(
+            "the state document would be {} bytes; state may be at most {limit} bytes (DynamoDB's item limit)",
+            doc.len()
+        )));
+    }
+    Ok(())
 }
 
 /// A place to keep snapshots and a lock.

@@ -552,3 +552,15 @@ proptest! {
         prop_assert_eq!(canonical, reordered);
     }
 }
+
+#[test]
+fn a_frontmatter_over_the_yaml_budget_is_one_sentence_not_debug_text() {
+    let items = "a, ".repeat(260_000);
+    let text = format!("---\nrepos: [{items}]\n---\n");
+    let line = err(&text);
+    assert!(
+        line.contains("the frontmatter is too big to read: it has over"),
+        "{line}"
+    );
+    assert!(!line.contains('{') && !line.contains("Nodes"), "{line}");
+}

@@ -115,10 +115,34 @@ pub fn parse_frontmatter(text: &str) -> Result<Node, FrontmatterError> {
                 key.escape_debug(),
                 location.line()
             ),
+            serde_saphyr::Error::Budget { breach, .. } => budget_sentence(breach),
             other => one_line(&other.to_string()),
         };
         FrontmatterError::InvalidYaml(message)
     })
+}
+
+/// A YAML budget breach as a sentence (the parser's own text is the Debug
+/// form, e.g. `Nodes { nodes: 250001 }`).
+fn budget_sentence(breach: &serde_saphyr::budget::BudgetBreach) -> String {
+    use serde_saphyr::budget::BudgetBreach as B;
+    let what = match breach {
+        B::Events { events } => format!("it has over {} parser events", events.saturating_sub(1)),
+        B::Aliases { aliases } => format!("it uses over {} aliases", aliases.saturating_sub(1)),
+        B::Anchors { anchors } => format!("it defines over {} anchors", anchors.saturating_sub(1)),
+        B::Depth { depth } => format!("it nests {depth} levels deep"),
+        B::Documents { documents } => format!("it holds {documents} YAML documents"),
+        B::Nodes { nodes } => format!("it has over {} values", nodes.saturating_sub(1)),
+        B::ScalarBytes { total_scalar_bytes } => {
+            format!("its values add up to over {total_scalar_bytes} bytes")
+        }
+        B::MergeKeys { merge_keys } => format!("it uses {merge_keys} merge keys"),
+        B::AliasAnchorRatio { aliases, anchors } => {
+            format!("it expands {anchors} anchors through {aliases} aliases")
+        }
+        _ => "it is too large or too deeply nested".to_string(),
+    };
+    format!("the frontmatter is too big to read: {what}; a ticket's frontmatter is a few keys, keep it small")
 }
 
 /// Folds a multi-line parser message into one line.

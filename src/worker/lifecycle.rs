@@ -473,8 +473,19 @@ impl Run<'_> {
         )
         .await?;
         let ticket_file = join_relative(&docs, &cfg.ticket_path);
-        let bytes = std::fs::read(&ticket_file).with_context(|| {
-            format!("the ticket {} is not in {}", cfg.ticket_path, cfg.docs_repo)
+        // Bounded, a regular file, and (symlinks resolved) inside the clone.
+        let bytes = crate::bounded::read(
+            &ticket_file,
+            "a ticket",
+            crate::bounded::MAX_TICKET_BYTES,
+            Some(&docs),
+        )
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the ticket {} in {}: {e}",
+                cfg.ticket_path,
+                cfg.docs_repo
+            )
         })?;
         let ticket = ticket::parse_bytes(&cfg.ticket_path, &bytes)?;
         tracing::info!(kind = %ticket.kind, repos = ?ticket.repos, "ticket is valid");
