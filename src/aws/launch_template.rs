@@ -447,6 +447,9 @@ impl Kind for LaunchTemplateKind {
         let out = self
             .ec2
             .create_launch_template()
+            // Same token on every SDK retry: EC2 answers a repeat of a create
+            // whose answer was lost with the first template.
+            .client_token(uuid::Uuid::new_v4().to_string())
             .launch_template_name(&want.name)
             .launch_template_data(request_data(&want)?)
             .tag_specifications(tags::spec(
