@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 
@@ -320,7 +319,7 @@ async fn terminate(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> bool {
                 return true;
             }
             Err(e) => {
-                tracing::error!(attempt, error = %DisplayErrorContext(e), "cannot terminate the instance");
+                tracing::error!(attempt, error = %crate::aws::errors::describe(&e), "cannot terminate the instance");
             }
         }
     }
