@@ -263,9 +263,12 @@ where
                 register_hint(line.clone(), unreachable_hint(&url));
                 return line;
             }
-            e.source_ref()
-                .map(chain_text)
-                .unwrap_or_else(|| "the request could not be sent".into())
+            // Anything else on the way (a connection closed before the
+            // answer came): name the URL and the innermost reason.
+            let why = e.source_ref().map(innermost).unwrap_or_default();
+            let line = format!("no answer from {url} ({why})");
+            register_hint(line.clone(), unreachable_hint(&url));
+            line
         }
         SdkError::TimeoutError(_) => {
             let url = url_for(&service);
@@ -313,7 +316,11 @@ where
 {
     match e {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => true,
-        SdkError::DispatchFailure(d) => d.is_io() || d.is_timeout(),
+        // A dispatch failure may have reached AWS (a connection closed
+        // before the answer), except a bad request or missing credentials.
+        SdkError::DispatchFailure(d) => {
+            !d.is_user() && e.source_ref().and_then(credentials_error).is_none()
+        }
         SdkError::ServiceError(se) => {
             se.raw().status().is_server_error()
                 || se.err().code().is_some_and(|c| {

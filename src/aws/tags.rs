@@ -196,9 +196,41 @@ pub fn no_retries() -> aws_sdk_ec2::config::Builder {
 /// take a moment to show up; the backoff before each look covers that.
 pub async fn create_once<T, E, C, CF, F, FF>(
     what: &str,
+    create: C,
+    find: F,
+) -> Result<T, crate::engine::provider::ProviderError>
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    C: FnMut() -> CF,
+    CF: std::future::Future<
+        Output = Result<
+            T,
+            aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+        >,
+    >,
+    F: FnMut() -> FF,
+    FF: std::future::Future<Output = Result<Option<T>, crate::engine::provider::ProviderError>>,
+{
+    match create_once_raw(what, create, find).await {
+        Ok(made) => Ok(made),
+        Err(CreateFailure::Sdk(e)) => Err(super::errors::provider_error(what, e)),
+        Err(CreateFailure::Find(e)) => Err(e),
+    }
+}
+
+/// How [`create_once_raw`] failed: the create's own error (for callers that
+/// branch on its code) or the look-up's.
+pub enum CreateFailure<E> {
+    Sdk(aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>),
+    Find(crate::engine::provider::ProviderError),
+}
+
+/// [`create_once`] returning the create's SDK error as it is.
+pub async fn create_once_raw<T, E, C, CF, F, FF>(
+    what: &str,
     mut create: C,
     mut find: F,
-) -> Result<T, crate::engine::provider::ProviderError>
+) -> Result<T, CreateFailure<E>>
 where
     E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
     C: FnMut() -> CF,
@@ -226,12 +258,12 @@ where
                 );
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-                if let Some(found) = find().await? {
+                if let Some(found) = find().await.map_err(CreateFailure::Find)? {
                     return Ok(found);
                 }
                 attempt += 1;
             }
-            Err(e) => return Err(super::errors::provider_error(what, e)),
+            Err(e) => return Err(CreateFailure::Sdk(e)),
         }
     }
 }
