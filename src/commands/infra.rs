@@ -73,6 +73,9 @@ fn state_err(e: StateError) -> anyhow::Error {
         StateError::Missing(what) => CodedError::new(exit::ERROR, format!("the state store {what} does not exist"))
             .with_hint("run `devstack init` once to create it")
             .into(),
+        StateError::Corrupt { .. } => CodedError::new(exit::ERROR, e.to_string())
+            .with_hint("state was changed outside devstack and nothing will be changed while it is unreadable; restore the item (the DynamoDB state table keeps point-in-time recovery) or the file from a backup")
+            .into(),
         other => anyhow::Error::new(other),
     }
 }

@@ -51,7 +51,11 @@ impl Context {
             Some(env) => Ok(env),
             None => Err(crate::exit::hint(
                 self.env_error.clone().unwrap_or_default(),
-                "pass --env with one of the files in stack/",
+                if self.global.env_file.is_some() {
+                    "fix the file (TOML with the keys of stack/prod.toml), or pass --env with one of the files in stack/"
+                } else {
+                    "pass --env with one of the files in stack/"
+                },
             )),
         }
     }
