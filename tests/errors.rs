@@ -92,11 +92,20 @@ fn run(moto: &Moto, dir: &Path, setup: &Setup, args: &[&str]) -> String {
 
 /// Asserts the rules every error follows, then snapshots it.
 fn check(name: &str, dir: &Path, text: &str) {
-    for dump in ["DispatchFailure(", "ServiceError {", "raw: Response", "ConnectorError {"] {
+    for dump in [
+        "DispatchFailure(",
+        "ServiceError {",
+        "raw: Response",
+        "ConnectorError {",
+    ] {
         assert!(!text.contains(dump), "{name}: an SDK Debug dump:\n{text}");
     }
     assert!(!text.contains("panicked"), "{name}: a panic:\n{text}");
-    let lines: Vec<&str> = text.lines().skip(2).filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .skip(2)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert!(
         lines.first().is_some_and(|l| l.starts_with("error: ")),
         "{name}: the first line is not `error:`:\n{text}"
@@ -148,11 +157,20 @@ fn aws_failures_read_as_one_line_with_a_hint() {
 
     for (name, args) in [
         ("missing_state_table__plan", &["plan"][..]),
-        ("missing_state_table__apply", &["apply", "--auto-approve"][..]),
+        (
+            "missing_state_table__apply",
+            &["apply", "--auto-approve"][..],
+        ),
         ("missing_state_table__state_list", &["state", "list"][..]),
-        ("missing_state_table__dispatch", &["dispatch", "sows/x.md"][..]),
+        (
+            "missing_state_table__dispatch",
+            &["dispatch", "sows/x.md"][..],
+        ),
         ("missing_runs_table__fleet_list", &["fleet", "list"][..]),
-        ("missing_runs_table__fleet_history", &["fleet", "history"][..]),
+        (
+            "missing_runs_table__fleet_history",
+            &["fleet", "history"][..],
+        ),
     ] {
         check(name, dir, &run(&moto, dir, &here, args));
     }
@@ -239,19 +257,28 @@ fn bad_input_is_refused_before_any_aws_call() {
     let proxy = Proxy::start_blocking(&moto.endpoint, ProxyConfig::transparent());
     let setup = Setup::at(proxy.url());
 
-    std::fs::write(dir.join("broken.toml"), "name = \"x\"\nregion = [unclosed\n")
-        .expect("write env file");
+    std::fs::write(
+        dir.join("broken.toml"),
+        "name = \"x\"\nregion = [unclosed\n",
+    )
+    .expect("write env file");
     std::fs::write(dir.join("corrupt.plan"), "{\"not\": \"a plan\"").expect("write plan");
     let long = format!("sows/{}.md", "a".repeat(5000));
     let long_sow = "a".repeat(3000);
     for (name, args) in [
-        ("malformed_env_file__plan", vec!["--env-file", "broken.toml", "plan"]),
+        (
+            "malformed_env_file__plan",
+            vec!["--env-file", "broken.toml", "plan"],
+        ),
         (
             "malformed_env_file__state_list",
             vec!["--env-file", "broken.toml", "state", "list"],
         ),
         ("corrupt_plan_file__apply", vec!["apply", "corrupt.plan"]),
-        ("long_ticket_path__dispatch", vec!["dispatch", long.as_str()]),
+        (
+            "long_ticket_path__dispatch",
+            vec!["dispatch", long.as_str()],
+        ),
         (
             "long_sow__fleet_acquire",
             vec!["fleet", "acquire", "--sow", long_sow.as_str()],

@@ -572,7 +572,7 @@ impl InstanceKind {
             )),
             Err(tags::CreateFailure::Sdk(e)) => {
                 let spent = code(&e) == Some("IdempotentParameterMismatch");
-                Err((spent, provider_error("RunInstances", e)))
+                Err((spent, provider_error("RunInstances", *e)))
             }
             Err(tags::CreateFailure::Find(e)) => Err((false, e)),
         }

@@ -213,7 +213,7 @@ where
 {
     match create_once_raw(what, create, find).await {
         Ok(made) => Ok(made),
-        Err(CreateFailure::Sdk(e)) => Err(super::errors::provider_error(what, e)),
+        Err(CreateFailure::Sdk(e)) => Err(super::errors::provider_error(what, *e)),
         Err(CreateFailure::Find(e)) => Err(e),
     }
 }
@@ -221,7 +221,7 @@ where
 /// How [`create_once_raw`] failed: the create's own error (for callers that
 /// branch on its code) or the look-up's.
 pub enum CreateFailure<E> {
-    Sdk(aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>),
+    Sdk(Box<aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>),
     Find(crate::engine::provider::ProviderError),
 }
 
@@ -263,7 +263,7 @@ where
                 }
                 attempt += 1;
             }
-            Err(e) => return Err(CreateFailure::Sdk(e)),
+            Err(e) => return Err(CreateFailure::Sdk(Box::new(e))),
         }
     }
 }
