@@ -8,6 +8,10 @@
 //! and never the same line twice — checked for every case on top of the
 //! snapshot.
 //!
+//! `fleet list` reads the slots and the locks concurrently, so which of
+//! the two reports a failure first is a race; the AWS failures use `fleet
+//! history` (one Scan) to keep the snapshots exact.
+//!
 //! Failures come from real components: a moto with no tables, a closed
 //! port, credentials removed from the environment, a corrupt item written
 //! into the real state table, a corrupt file. AccessDenied and throttling
@@ -166,10 +170,13 @@ fn aws_failures_read_as_one_line_with_a_hint() {
             "missing_state_table__dispatch",
             &["dispatch", "sows/x.md"][..],
         ),
-        ("missing_runs_table__fleet_list", &["fleet", "list"][..]),
         (
             "missing_runs_table__fleet_history",
             &["fleet", "history"][..],
+        ),
+        (
+            "missing_runs_table__fleet_acquire",
+            &["fleet", "acquire", "--sow", "sows/x.md"][..],
         ),
     ] {
         check(name, dir, &run(&moto, dir, &here, args));
@@ -180,7 +187,7 @@ fn aws_failures_read_as_one_line_with_a_hint() {
     for (name, args) in [
         ("no_credentials__plan", &["plan"][..]),
         ("no_credentials__state_list", &["state", "list"][..]),
-        ("no_credentials__fleet_list", &["fleet", "list"][..]),
+        ("no_credentials__fleet_history", &["fleet", "history"][..]),
     ] {
         check(name, dir, &run(&moto, dir, &nocreds, args));
     }
@@ -188,7 +195,7 @@ fn aws_failures_read_as_one_line_with_a_hint() {
     let unreachable = Setup::at(&format!("http://127.0.0.1:{}", closed_port()));
     for (name, args) in [
         ("unreachable__state_list", &["state", "list"][..]),
-        ("unreachable__fleet_list", &["fleet", "list"][..]),
+        ("unreachable__fleet_history", &["fleet", "history"][..]),
     ] {
         check(name, dir, &run(&moto, dir, &unreachable, args));
     }
@@ -225,7 +232,7 @@ fn refusals_and_throttling_injected_by_the_proxy() {
     for (name, args) in [
         ("access_denied__init", &["init"][..]),
         ("access_denied__state_list", &["state", "list"][..]),
-        ("access_denied__fleet_list", &["fleet", "list"][..]),
+        ("access_denied__fleet_history", &["fleet", "history"][..]),
     ] {
         check(name, dir, &run(&moto, dir, &setup, args));
     }
@@ -237,7 +244,7 @@ fn refusals_and_throttling_injected_by_the_proxy() {
     let setup = Setup::at(throttled.url());
     for (name, args) in [
         ("throttled__state_list", &["state", "list"][..]),
-        ("throttled__fleet_list", &["fleet", "list"][..]),
+        ("throttled__fleet_history", &["fleet", "history"][..]),
     ] {
         check(name, dir, &run(&moto, dir, &setup, args));
     }
