@@ -71,6 +71,12 @@ fn main() {
             .envs(endpoint_env(&moto.endpoint))
             .env("DEVSTACK_LAUNCH_TEMPLATE_ID", &template)
             .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.20.2.10")
+            // A stand-in artifact: the bench never boots a worker.
+            .env(
+                "DEVSTACK_WORKER_BINARY_URL",
+                "https://example.invalid/devstack",
+            )
+            .env("DEVSTACK_WORKER_BINARY_SHA256", "0".repeat(64))
             .env_remove("AWS_PROFILE")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need on a fresh machine
-# (moto's server from PyPI; shellcheck and the Prometheus Pushgateway from
-# Debian), then runs every unit, integration and snapshot test. Each
+# (moto's server from PyPI; shellcheck, Prometheus with promtool, the
+# Pushgateway, the node exporter, Caddy and docker-compose from Debian, for
+# the manager's files and dashboards), then runs every unit, integration and snapshot test. Each
 # integration test starts its own local AWS endpoint (moto) on a free
 # loopback port; nothing reaches real AWS.
 set -euo pipefail
@@ -11,6 +12,9 @@ if ! python3 -c 'import moto.server' 2>/dev/null; then
   echo "installing moto[server] (the local AWS API the tests run against)"
   python3 -m pip install --quiet 'moto[server]'
 fi
+
+# The compose specification's schema ships with check-jsonschema.
+command -v check-jsonschema >/dev/null || python3 -m pip install --quiet check-jsonschema
 
 # The AWS CLI (the one Amazon Linux ships, on the workers): the user data's
 # bootstrap-failure release runs it, and tests/worker_e2e.rs runs that
@@ -24,15 +28,22 @@ missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v git >/dev/null || missing+=(git)
 command -v prometheus-pushgateway >/dev/null || [ -x /usr/bin/prometheus-pushgateway ] || missing+=(prometheus-pushgateway)
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v prometheus-node-exporter >/dev/null || [ -x /usr/bin/prometheus-node-exporter ] || missing+=(prometheus-node-exporter)
+command -v caddy >/dev/null || missing+=(caddy)
+command -v docker-compose >/dev/null || missing+=(docker-compose)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing from Debian: ${missing[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  # Debian starts the gateway as a service on :9091; the tests start their
-  # own on free ports, so the packaged one is not needed.
-  $sudo systemctl disable --now prometheus-pushgateway >/dev/null 2>&1 || true
+  # Debian starts these as services (:9091, :9090, :9100, :80); the tests
+  # start their own on free ports, so the packaged ones are not needed.
+  for service in prometheus-pushgateway prometheus prometheus-node-exporter caddy; do
+    $sudo systemctl disable --now "$service" >/dev/null 2>&1 || true
+  done
 fi
 
 export AWS_EC2_METADATA_DISABLED=true

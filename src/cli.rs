@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "devstack",
-    version,
+    version = crate::release::LONG_VERSION,
     about = "Plan, apply and operate the autonomous developer platform",
     propagate_version = true
 )]
@@ -72,6 +72,8 @@ pub enum Command {
     /// The worker side (runs on the worker instance).
     #[command(subcommand)]
     Worker(WorkerCommand),
+    /// Serve the run history as Prometheus metrics (runs on the manager).
+    Exporter(ExporterArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -265,6 +267,13 @@ pub struct DispatchArgs {
     /// The runs table (default: from the environment's settings).
     #[arg(long, env = "FLEET_TABLE_NAME")]
     pub table: Option<String>,
+    /// The devstack binary workers download (default: this build's release;
+    /// env DEVSTACK_WORKER_BINARY_URL). Needs --worker-sha256.
+    #[arg(long, value_name = "URL")]
+    pub worker_binary: Option<String>,
+    /// The SHA-256 of --worker-binary (env DEVSTACK_WORKER_BINARY_SHA256).
+    #[arg(long, value_name = "SHA")]
+    pub worker_sha256: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,4 +307,17 @@ pub struct WorkerRunArgs {
     /// Settings file written by the user data (TOML).
     #[arg(long, default_value = "/etc/devstack/worker.toml")]
     pub config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ExporterArgs {
+    /// The runs table (default: from the environment's settings).
+    #[arg(long, env = "FLEET_TABLE_NAME")]
+    pub table: Option<String>,
+    /// Address to serve /metrics on.
+    #[arg(long, default_value = "0.0.0.0:9102", value_name = "ADDR")]
+    pub listen: String,
+    /// Seconds between two scans of the runs table.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub scan_interval: u64,
 }

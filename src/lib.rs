@@ -12,6 +12,8 @@
 //! - [`import`]: adopting what another tool (Terraform) created into state.
 //! - [`fleet`]: the run registry (locks, history, the fleet cap) and worker instances.
 //! - [`dispatch`]: the dispatch sequence: acquire, launch, attach.
+//! - [`exporter`]: the manager's run-history exporter (`devstack exporter`).
+//! - [`release`]: which released devstack binary an instance runs (URL + SHA-256).
 //! - [`commands`]: one function per CLI command; [`cli`] holds only clap types.
 
 pub mod aws;
@@ -20,9 +22,11 @@ pub mod commands;
 pub mod dispatch;
 pub mod engine;
 pub mod exit;
+pub mod exporter;
 pub mod fleet;
 pub mod import;
 pub mod printer;
+pub mod release;
 pub mod state;
 pub mod ticket;
 pub mod worker;

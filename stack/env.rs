@@ -59,10 +59,12 @@ pub struct Env {
     pub github_org: String,
     pub docs_repo: String,
     pub public_hostname: String,
-    /// Where workers download the devstack binary (x86_64 Linux) from, and
-    /// its SHA-256; bumped with each release.
-    pub worker_binary_url: String,
-    pub worker_binary_sha256: String,
+    /// Where devstack releases are published (`<release_url>/v<version>/`
+    /// holds `SHA256SUMS` and the binaries; see `crate::release`). Workers
+    /// and the manager run the release of the devstack that launched them;
+    /// `DEVSTACK_RELEASE_URL` overrides this.
+    #[serde(default = "default_release_url")]
+    pub release_url: String,
     /// Hard cap on concurrently running workers.
     pub fleet_cap: u32,
     pub default_model: String,
@@ -71,6 +73,10 @@ pub struct Env {
     /// Tags on every resource, besides `Name` and `ManagedBy`.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+fn default_release_url() -> String {
+    crate::release::DEFAULT_RELEASE_URL.to_string()
 }
 
 fn default_log_retention_days() -> i32 {

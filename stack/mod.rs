@@ -11,6 +11,7 @@
 
 pub mod env;
 pub mod guardrails;
+pub mod manager;
 
 use std::collections::BTreeMap;
 
@@ -66,12 +67,18 @@ pub const ENV_SETTINGS: &[(&str, &str, &str)] = &[
 /// The device the manager's data volume is attached as.
 pub const MANAGER_DATA_DEVICE: &str = "/dev/sdf";
 
-/// The manager's user data: boot-time setup only; its configuration
-/// deploys through the manager deploy, never by replacing the instance.
-const MANAGER_USER_DATA: &str = include_str!("../manager-files/manager-user-data.sh");
-
-/// The whole stack for one environment.
+/// The whole stack for one environment, with no manager release rendered
+/// into the manager's user data (see [`stack_with`]).
 pub fn stack(env: &Env) -> Stack {
+    stack_with(env, None)
+}
+
+/// The whole stack; `manager_binary` is the devstack arm64 release the
+/// manager's user data installs (none for a dev build with nothing
+/// published: `devstack manager deploy` installs it then). The user data
+/// is boot-time setup only and ignored as drift: a different release never
+/// replaces the manager; its configuration deploys with the manager deploy.
+pub fn stack_with(env: &Env, manager_binary: Option<&manager::ManagerBinary>) -> Stack {
     let mut s = Stack::new(&env.name, &env.env_name);
     let n = |suffix: &str| format!("{}-{suffix}", env.name);
     let tags = |name: String| tags(env, name);
@@ -243,7 +250,7 @@ pub fn stack(env: &Env) -> Stack {
             iam_instance_profile: InstanceProfile::from(iam.manager_profile.name()),
             // Containers reach IMDS through the docker bridge: one more hop.
             metadata: MetadataOptions::imdsv2_only(2),
-            user_data: MANAGER_USER_DATA.to_string(),
+            user_data: manager::user_data(env, manager_binary),
             tags: tags(n("manager")),
         },
     );
@@ -432,7 +439,14 @@ fn iam(s: &mut Stack, env: &Env) -> Iam {
             role: manager_role.name(),
             name: n("manager-inline"),
             policy: PolicyDocument::new(vec![
-                Statement::allow(["secretsmanager:GetSecretValue"]).on(github_secret.arn_pattern()),
+                // The github-app secret, and Grafana's admin credentials (read
+                // at boot; created by hand, so named, not looked up).
+                Statement::allow(["secretsmanager:GetSecretValue"])
+                    .on(github_secret.arn_pattern())
+                    .on(me.arn(
+                        "secretsmanager",
+                        &format!("secret:{}-*", manager::grafana_admin_secret(env)),
+                    )),
                 // Prometheus EC2 service discovery: describe calls take no ARN.
                 Statement::allow(["ec2:DescribeInstances", "ec2:DescribeAvailabilityZones"])
                     .on("*"),

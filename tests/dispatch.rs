@@ -344,21 +344,28 @@ async fn fifteen_simultaneous_dispatches_with_cap_ten_launch_ten() {
     assert_eq!(live_workers(&e.ec2).await.len(), 10);
 }
 
-/// `devstack` for the CLI dispatch tests: the worker binary comes from the
-/// environment's settings (stack/prod.toml), whatever the caller's shell
-/// exports, so the expected user data can be rendered from them too.
+/// The worker binary the CLI dispatch tests pass explicitly (these tests
+/// never boot a worker; tests/release_delivery.rs resolves a real one from
+/// a stand-in release host and runs its download-and-verify step).
+const TEST_BINARY_URL: &str = "https://example.invalid/devstack-x86_64-unknown-linux-musl";
+const TEST_BINARY_SHA256: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+/// `devstack` for the CLI dispatch tests, whatever the caller's shell
+/// exports: the worker binary is [`TEST_BINARY_URL`], so the expected user
+/// data can be rendered from it too.
 fn cli(moto: &Moto, dir: &Path) -> assert_cmd::Command {
     let mut cmd = devstack(moto, dir);
     for var in [
         "DEVSTACK_STATE",
         "DEVSTACK_ENV",
-        "DEVSTACK_WORKER_BINARY_URL",
-        "DEVSTACK_WORKER_BINARY_SHA256",
+        "DEVSTACK_RELEASE_URL",
         "FLEET_TABLE_NAME",
         "DEVELOPER_CLAUDE_MODEL",
     ] {
         cmd.env_remove(var);
     }
+    cmd.env("DEVSTACK_WORKER_BINARY_URL", TEST_BINARY_URL)
+        .env("DEVSTACK_WORKER_BINARY_SHA256", TEST_BINARY_SHA256);
     cmd
 }
 
@@ -481,8 +488,8 @@ async fn cli_dispatch_prints_and_appends_the_summary() {
         "claude-sonnet-5",
         manager_ip.parse().unwrap(),
         DevstackBinary {
-            url: env.worker_binary_url.clone(),
-            sha256: env.worker_binary_sha256.clone(),
+            url: TEST_BINARY_URL.to_string(),
+            sha256: TEST_BINARY_SHA256.to_string(),
         },
     ))
     .unwrap();
@@ -499,7 +506,7 @@ async fn cli_dispatch_prints_and_appends_the_summary() {
             "missing {line:?} in\n{user_data}"
         );
     }
-    assert!(user_data.contains(&env.worker_binary_url), "{user_data}");
+    assert!(user_data.contains(TEST_BINARY_URL), "{user_data}");
 
     let again = cli(&moto, dir.path())
         .args(["dispatch", "sows/foo.md"])
@@ -615,8 +622,9 @@ async fn twenty_simultaneous_cli_dispatches_of_one_ticket_launch_one_worker() {
                 .envs(endpoint_env(&moto.endpoint))
                 .env("DEVSTACK_STATE", format!("file:{}", state.display()))
                 .env_remove("DEVSTACK_ENV")
-                .env_remove("DEVSTACK_WORKER_BINARY_URL")
-                .env_remove("DEVSTACK_WORKER_BINARY_SHA256")
+                .env_remove("DEVSTACK_RELEASE_URL")
+                .env("DEVSTACK_WORKER_BINARY_URL", TEST_BINARY_URL)
+                .env("DEVSTACK_WORKER_BINARY_SHA256", TEST_BINARY_SHA256)
                 .env_remove("FLEET_TABLE_NAME")
                 .env_remove("DEVELOPER_CLAUDE_MODEL")
                 .args(["dispatch", "sows/race.md"])

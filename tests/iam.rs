@@ -199,7 +199,10 @@ async fn apply_creates_the_roles_policies_and_profiles_of_the_platform() {
         &inline_policy(&iam, "manager").await,
         &[
             json!({"Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-                   "Resource": [arn("secretsmanager", &format!("secret:{NAME}/github-app-*"))]}),
+            "Resource": [
+                arn("secretsmanager", &format!("secret:{NAME}/github-app-*")),
+                arn("secretsmanager", &format!("secret:{NAME}/grafana-admin-*")),
+            ]}),
             json!({"Effect": "Allow",
                    "Action": ["ec2:DescribeAvailabilityZones", "ec2:DescribeInstances"],
                    "Resource": ["*"]}),

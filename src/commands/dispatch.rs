@@ -15,6 +15,7 @@ use crate::dispatch::{DispatchRequest, DispatchSettings, Dispatcher, LaunchConte
 use crate::exit::{self, CodedError};
 use crate::fleet::model::DEFAULT_TTL_SECONDS;
 use crate::fleet::workers::Workers;
+use crate::release;
 use crate::stack::env::Env;
 use crate::worker::userdata::{render_user_data, DevstackBinary, UserDataParams};
 
@@ -27,6 +28,9 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
             "pass the path relative to the docs repository, e.g. sows/feature.md or dx/surface.md",
         ));
     }
+    // The worker runs exactly this build: resolved before anything is
+    // spent, and a build with nothing published is refused here.
+    let binary = worker_binary(env, args.worker_binary.clone(), args.worker_sha256.clone()).await?;
     let outputs = stack_outputs(ctx).await?;
     let output = |key: &str| {
         outputs.get(key).cloned().ok_or_else(|| {
@@ -69,8 +73,9 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
         docs_dir: args.docs_dir,
     };
     let table = registry.table().to_string();
-    let render =
-        |launch: &LaunchContext<'_>| worker_user_data(launch, env, &manager_private_ip, &table);
+    let render = |launch: &LaunchContext<'_>| {
+        worker_user_data(launch, env, &manager_private_ip, &table, &binary)
+    };
     let dispatcher = Dispatcher {
         registry: &registry,
         workers: &workers,
@@ -129,6 +134,7 @@ fn worker_user_data(
     env: &Env,
     manager_private_ip: &str,
     _table: &str,
+    binary: &DevstackBinary,
 ) -> anyhow::Result<Vec<u8>> {
     let ip = manager_private_ip.parse().map_err(|_| {
         anyhow!("the stack output manager_private_ip is not an IPv4 address: {manager_private_ip}")
@@ -139,19 +145,34 @@ fn worker_user_data(
         launch.dispatch_id,
         launch.model,
         ip,
-        worker_binary(env),
+        binary.clone(),
     );
     // gzipped: EC2's 16 KB applies to these bytes (cloud-init unzips them).
     Ok(render_user_data(&params)?.gzip)
 }
 
-/// Where workers download devstack from: the environment's settings, or
-/// `DEVSTACK_WORKER_BINARY_URL` / `DEVSTACK_WORKER_BINARY_SHA256`.
-fn worker_binary(env: &Env) -> DevstackBinary {
-    DevstackBinary {
-        url: std::env::var("DEVSTACK_WORKER_BINARY_URL")
-            .unwrap_or_else(|_| env.worker_binary_url.clone()),
-        sha256: std::env::var("DEVSTACK_WORKER_BINARY_SHA256")
-            .unwrap_or_else(|_| env.worker_binary_sha256.clone()),
-    }
+/// The devstack binary workers download: `--worker-binary URL
+/// --worker-sha256 SHA` (or `DEVSTACK_WORKER_BINARY_URL` /
+/// `DEVSTACK_WORKER_BINARY_SHA256`), else this build's own release
+/// ([`crate::release`]). One line when neither exists.
+async fn worker_binary(
+    env: &Env,
+    url: Option<String>,
+    sha256: Option<String>,
+) -> anyhow::Result<DevstackBinary> {
+    let overrides = release::Overrides::from_flags_or_env(release::WORKER_OVERRIDES, url, sha256);
+    let artifact = release::resolve(&release::release_url(env), release::Arch::X86_64, overrides)
+        .await
+        .map_err(|e| CodedError::new(exit::ERROR, e.to_string()))?;
+    let binary = DevstackBinary {
+        url: artifact.url,
+        sha256: artifact.sha256,
+    };
+    crate::worker::userdata::check_binary(&binary).map_err(|e| {
+        CodedError::new(
+            exit::ERROR,
+            format!("{e} ({})", release::WORKER_OVERRIDES.url_flag),
+        )
+    })?;
+    Ok(binary)
 }

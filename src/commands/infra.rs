@@ -33,7 +33,8 @@ struct Infra {
 
 async fn open(ctx: &Context) -> anyhow::Result<Infra> {
     let env = ctx.env()?;
-    let stack = crate::stack::stack(env);
+    let manager_binary = manager_release(env).await?;
+    let stack = crate::stack::stack_with(env, manager_binary.as_ref());
     let violations = crate::stack::guardrails::check(&stack);
     if let Some(first) = violations.first() {
         let more = violations.len() - 1;
@@ -58,6 +59,33 @@ async fn open(ctx: &Context) -> anyhow::Result<Infra> {
         provider: AwsProvider::new(aws),
         stack,
     })
+}
+
+/// The devstack arm64 release the manager's user data installs: the
+/// `DEVSTACK_MANAGER_BINARY_URL`/`_SHA256` overrides, else this version's
+/// published release. A dev build with nothing published still plans: the
+/// user data then leaves the binary to `devstack manager deploy`. The user
+/// data is ignored as drift, so this only matters when the manager is
+/// created or replaced. A malformed override is an error.
+async fn manager_release(
+    env: &crate::stack::env::Env,
+) -> anyhow::Result<Option<crate::stack::manager::ManagerBinary>> {
+    use crate::release::{self, Arch, Overrides, ReleaseError, MANAGER_OVERRIDES};
+    let overrides = Overrides::from_flags_or_env(MANAGER_OVERRIDES, None, None);
+    match release::resolve(&release::release_url(env), Arch::Aarch64, overrides).await {
+        Ok(a) => Ok(Some(crate::stack::manager::ManagerBinary {
+            url: a.url,
+            sha256: a.sha256,
+        })),
+        Err(e @ (ReleaseError::NotPublished { .. } | ReleaseError::Fetch { .. })) => {
+            tracing::info!("the manager's user data installs no devstack binary: {e}");
+            Ok(None)
+        }
+        Err(e) => Err(exit::hint(
+            e.to_string(),
+            "fix the manager binary override, or unset both to use the release",
+        )),
+    }
 }
 
 /// Turns state errors into one clear line with a hint.

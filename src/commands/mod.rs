@@ -8,6 +8,7 @@ use crate::printer::Printer;
 use crate::stack::env::Env;
 
 pub mod dispatch;
+pub mod exporter;
 pub mod fleet;
 pub mod infra;
 pub mod progress;
@@ -154,5 +155,6 @@ pub async fn run(cli: Cli, printer: Printer) -> anyhow::Result<u8> {
         Command::Dispatch(args) => dispatch::run(&ctx, args).await,
         Command::Ticket(cmd) => ticket::run(&ctx, cmd).await,
         Command::Worker(cmd) => worker::run(&ctx, cmd).await,
+        Command::Exporter(args) => exporter::run(&ctx, args).await,
     }
 }

@@ -756,6 +756,67 @@ impl Registry for DynamoRegistry {
     }
 }
 
+/// Every lock and run-history row of the table, as one full `Scan` reads
+/// them; rows that cannot be read are described in `bad`, not fatal.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableRows {
+    pub locks: Vec<LockItem>,
+    pub runs: Vec<RunItem>,
+    /// One line per unreadable lock or history row (which row, what is wrong).
+    pub bad: Vec<String>,
+}
+
+/// Sorts raw items into locks and runs; slot items and anything else that
+/// is neither a lock nor a history row are ignored.
+pub fn read_rows(items: &[Item]) -> TableRows {
+    let mut rows = TableRows::default();
+    for item in items {
+        let sk = match item.get("sk") {
+            Some(AttributeValue::S(sk)) => sk.as_str(),
+            _ => continue,
+        };
+        if sk == LOCK_SK {
+            match lock_from_item(item) {
+                Ok(lock) => rows.locks.push(lock),
+                Err(e) => rows.bad.push(format!("{e:#}")),
+            }
+        } else if sk.starts_with(RUN_PREFIX) {
+            match run_from_item(item) {
+                Ok(run) => rows.runs.push(run),
+                Err(e) => rows.bad.push(format!("{e:#}")),
+            }
+        }
+    }
+    runs_oldest_first(&mut rows.runs);
+    oldest_first(&mut rows.locks);
+    rows
+}
+
+impl DynamoRegistry {
+    /// The whole table in one paginated `Scan` with no filter (the
+    /// manager's role may only `Scan` it, platform.md §1): what the
+    /// history exporter aggregates.
+    pub async fn scan_table(&self) -> anyhow::Result<TableRows> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| aws_error(e, "Scan", &self.table))?;
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(read_rows(&items)),
+            }
+        }
+    }
+}
+
 /// An SDK error on the runs table as one line; a missing table says so
 /// and how to get one.
 fn aws_error<E, R>(err: SdkError<E, R>, action: &str, table: &str) -> anyhow::Error
@@ -891,6 +952,16 @@ impl Row<'_> {
         }
     }
 
+    /// A required string that must parse as one of a closed set of words.
+    fn word<T: std::str::FromStr<Err = super::model::UnknownWord>>(
+        &self,
+        key: &str,
+    ) -> anyhow::Result<T> {
+        self.s(key)?
+            .parse()
+            .map_err(|e| anyhow!("{}: {e}", self.name()))
+    }
+
     fn n(&self, key: &str) -> anyhow::Result<i64> {
         self.opt_n(key)?
             .ok_or_else(|| anyhow!("{}: `{key}` is missing", self.name()))
@@ -912,7 +983,7 @@ fn lock_from_item(item: &Item) -> anyhow::Result<LockItem> {
     let row = Row { item, what: "lock" };
     Ok(LockItem {
         sow: row.s("sow")?,
-        status: row.s("status")?.parse()?,
+        status: row.word("status")?,
         dispatch_id: row.s("dispatch_id")?,
         started_at: row.n("started_at")?,
         updated_at: row.n("updated_at")?,
@@ -942,14 +1013,17 @@ fn run_from_item(item: &Item) -> anyhow::Result<RunItem> {
         model: row
             .opt_s("model")?
             .unwrap_or_else(|| UNKNOWN_MODEL.to_string()),
-        status: row.s("status")?.parse()?,
+        status: row.word("status")?,
         started_at: row.n("started_at")?,
         updated_at: row.n("updated_at")?,
         instance_id: row.opt_s("instance_id")?,
         dispatched_by: row.opt_s("dispatched_by")?,
         outcome: row
             .opt_s("outcome")?
-            .map(|o| o.parse::<Outcome>())
+            .map(|o| {
+                o.parse::<Outcome>()
+                    .map_err(|e| anyhow!("{}: {e}", row.name()))
+            })
             .transpose()?,
         finished_at: row.opt_n("finished_at")?,
         duration_seconds: row.opt_n("duration_seconds")?,
@@ -1024,5 +1098,39 @@ mod tests {
         let run = run_from_item(&item).unwrap();
         assert_eq!(run.prs_opened, None);
         assert_eq!(run.model, UNKNOWN_MODEL);
+    }
+
+    #[test]
+    fn one_bad_row_is_described_and_skipped() {
+        let req = AcquireRequest::new("sows/a.md", "d1");
+        let good_run = run_to_item(&req.run(100));
+        let good_lock = lock_to_item(&req.lock(100));
+        let mut bad_status = run_to_item(&AcquireRequest::new("sows/b.md", "d2").run(200));
+        bad_status.insert("status".into(), s("exploded"));
+        let mut no_start = run_to_item(&AcquireRequest::new("dx/c.md", "d3").run(300));
+        no_start.remove("started_at");
+        let mut bad_lock = lock_to_item(&AcquireRequest::new("sows/d.md", "d4").lock(400));
+        bad_lock.insert("expires_at".into(), s("soon"));
+        let slot = slot_to_item(&req.slot(0, 100));
+        let rows = read_rows(&[good_run, bad_status, no_start, good_lock, bad_lock, slot]);
+        assert_eq!(rows.runs.len(), 1);
+        assert_eq!(rows.runs[0].sow, "sows/a.md");
+        assert_eq!(rows.locks.len(), 1);
+        assert_eq!(rows.bad.len(), 3, "{:?}", rows.bad);
+        assert!(
+            rows.bad[0].contains("sows/b.md") && rows.bad[0].contains("exploded"),
+            "{}",
+            rows.bad[0]
+        );
+        assert!(
+            rows.bad[1].contains("dx/c.md") && rows.bad[1].contains("started_at"),
+            "{}",
+            rows.bad[1]
+        );
+        assert!(
+            rows.bad[2].contains("sows/d.md") && rows.bad[2].contains("expires_at"),
+            "{}",
+            rows.bad[2]
+        );
     }
 }

@@ -8,12 +8,14 @@
 //! - [`memory`]: the same semantics in a mutex.
 //! - [`workers`]: worker instances as EC2 sees them.
 //! - [`reconcile`]: workers vs locks.
+//! - [`metrics`]: history aggregation, the gauges `devstack exporter` serves.
 //!
 //! This module knows nothing of the engine or of stack state: callers hand
 //! it a table name, a cap, and SDK clients.
 
 pub mod dynamo;
 pub mod memory;
+pub mod metrics;
 pub mod model;
 pub mod reconcile;
 pub mod registry;
