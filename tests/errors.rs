@@ -167,10 +167,6 @@ fn aws_failures_read_as_one_line_with_a_hint() {
         ),
         ("missing_state_table__state_list", &["state", "list"][..]),
         (
-            "missing_state_table__dispatch",
-            &["dispatch", "sows/x.md"][..],
-        ),
-        (
             "missing_runs_table__fleet_history",
             &["fleet", "history"][..],
         ),
