@@ -98,6 +98,12 @@ pub enum Fault {
     /// error (connection closed before message completed) and, with retries
     /// on, retries it as transient.
     Drop,
+    /// HTTP 400 with the service's permission refusal
+    /// (`UnauthorizedOperation` for EC2, `AccessDeniedException` for JSON
+    /// protocols, `AccessDenied` for other query services), worded as AWS
+    /// words it. Not retryable; for error-message tests (moto does not
+    /// enforce IAM by default). Never in the default fault list.
+    AccessDenied,
 }
 
 /// Runtime behaviour of the proxy; can be changed with [`Proxy::set_config`].
@@ -346,6 +352,17 @@ impl Proxy {
         state.is_holding()
     }
 
+    /// Faults the next request for `action` (`CreateVpc`) with `fault`,
+    /// once, whatever the fault rate. With `after_forward` the request
+    /// reaches the upstream first and only its answer is replaced: the lost
+    /// response of one chosen call.
+    pub fn fault_next(&self, action: &str, fault: Fault, after_forward: bool) {
+        self.shared
+            .lock()
+            .targeted
+            .push((action.to_string(), fault, after_forward));
+    }
+
     /// Replaces the config for requests arriving from now on, and reseeds
     /// the PRNG from `cfg.seed`.
     pub fn set_config(&self, cfg: ProxyConfig) {
@@ -431,6 +448,9 @@ struct State {
     held: usize,
     /// Number of `release_hold` calls so far.
     generation: u64,
+    /// One-shot faults aimed at an action (see [`Proxy::fault_next`]):
+    /// action, fault, whether it is injected after forwarding.
+    targeted: Vec<(String, Fault, bool)>,
 }
 
 /// What to do with one request, decided when it arrives.
@@ -456,6 +476,7 @@ impl State {
             in_flight: 0,
             held: 0,
             generation: 0,
+            targeted: Vec::new(),
         }
     }
 
@@ -501,8 +522,18 @@ impl State {
     }
 
     fn admit(&mut self, info: RequestInfo, received: Instant) -> Decision {
-        let fault = self.draw_fault();
-        let forward = fault.is_none() || self.config.fault_after_forward;
+        // Drawn whatever happens next, so a targeted fault does not shift
+        // the seeded decisions of the requests after it.
+        let drawn = self.draw_fault();
+        let targeted = self
+            .targeted
+            .iter()
+            .position(|(action, _, _)| *action == info.action)
+            .map(|i| self.targeted.remove(i));
+        let (fault, forward) = match targeted {
+            Some((_, fault, after_forward)) => (Some(fault), after_forward),
+            None => (drawn, drawn.is_none() || self.config.fault_after_forward),
+        };
         let held = self.hold_after.is_some_and(|n| self.let_through >= n);
         if held {
             self.held += 1;
@@ -1152,6 +1183,20 @@ fn fault_response(fault: Fault, protocol: Protocol, dynamodb: bool, seq: usize) 
             "Rate exceeded (injected by the devstack proxy)",
         ),
         // Never reaches here: a Drop writes nothing.
+        Fault::AccessDenied => (
+            400,
+            match protocol {
+                Protocol::Ec2Query => "UnauthorizedOperation",
+                Protocol::Query => "AccessDenied",
+                Protocol::Json => "AccessDeniedException",
+            },
+            if dynamodb {
+                "com.amazon.coral.service#AccessDeniedException".to_string()
+            } else {
+                "AccessDeniedException".to_string()
+            },
+            "User: arn:aws:sts::123456789012:assumed-role/devstack-plan/ci is not authorized to perform this operation (injected by the devstack proxy)",
+        ),
         Fault::Drop => (500, "InternalError", "InternalError".into(), "dropped"),
     };
     let (content_type, body) = match protocol {

@@ -36,6 +36,10 @@ pub struct GlobalArgs {
         default_value = "dynamodb:devstack-state"
     )]
     pub state: String,
+    /// Operate in this AWS region instead of the environment file's
+    /// `region` (AWS_REGION and profile regions never override it).
+    #[arg(long, global = true, value_name = "REGION")]
+    pub region: Option<String>,
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -55,19 +55,41 @@ impl Printer {
         eprintln!("{}: {text}", self.paint("warning", "33"));
     }
 
+    /// An error: one `error:` line, a `Caused by:` line only for a cause
+    /// that says something the lines above do not, then the hints (the
+    /// AWS layer's for the failure, then the command's own).
     pub fn error(&self, err: &anyhow::Error) {
-        let mut lines = String::new();
-        lines.push_str(&format!("{}: {err}", self.paint("error", "31")));
+        eprintln!("{}", self.render_error(err));
+    }
+
+    /// The text [`Printer::error`] prints.
+    pub fn render_error(&self, err: &anyhow::Error) -> String {
+        let top = err.to_string();
+        let mut shown = vec![top.clone()];
+        let mut lines = format!("{}: {top}", self.paint("error", "31"));
         for cause in err.chain().skip(1) {
-            lines.push_str(&format!("\n  Caused by: {cause}"));
+            let text = cause.to_string();
+            if text.trim().is_empty() || shown.iter().any(|s| s.contains(text.as_str())) {
+                continue;
+            }
+            lines.push_str(&format!("\n  Caused by: {text}"));
+            shown.push(text);
         }
-        if let Some(hint) = err
-            .downcast_ref::<crate::exit::CodedError>()
-            .and_then(|e| e.hint.as_ref())
-        {
+        let mut hints = crate::aws::errors::hints_for(&shown.join("\n"));
+        for cause in err.chain() {
+            if let Some(h) = cause
+                .downcast_ref::<crate::exit::CodedError>()
+                .and_then(|e| e.hint.as_ref())
+            {
+                if !hints.contains(h) {
+                    hints.push(h.clone());
+                }
+            }
+        }
+        for hint in hints {
             lines.push_str(&format!("\n{}: {hint}", self.paint("hint", "36")));
         }
-        eprintln!("{lines}");
+        lines
     }
 
     pub fn paint(&self, text: &str, ansi: &str) -> String {

@@ -153,17 +153,36 @@ impl Kind for EbsVolumeKind {
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        let out = self
-            .ec2
-            .create_volume()
-            .availability_zone(&want.availability_zone)
-            .size(want.size_gib)
-            .volume_type(VolumeType::from(want.volume_type.as_str()))
-            .tag_specifications(tags::spec(ResourceType::Volume, meta, address, &want.tags))
-            .send()
-            .await
-            .map_err(|e| provider_error("CreateVolume", e))?;
-        let id = out.volume_id().unwrap_or_default().to_string();
+        // A ClientToken per create (EC2 answers a repeat with the first
+        // volume), plus the tag search of `create_once`.
+        let token = uuid::Uuid::new_v4().to_string();
+        let id = tags::create_once(
+            "CreateVolume",
+            || async {
+                let out = self
+                    .ec2
+                    .create_volume()
+                    .availability_zone(&want.availability_zone)
+                    .size(want.size_gib)
+                    .volume_type(VolumeType::from(want.volume_type.as_str()))
+                    .client_token(&token)
+                    .tag_specifications(tags::spec(ResourceType::Volume, meta, address, &want.tags))
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok(out.volume_id().unwrap_or_default().to_string())
+            },
+            || async {
+                let found =
+                    describe_volumes(&self.ec2, tags::address_filters(meta, address)).await?;
+                Ok(found
+                    .first()
+                    .and_then(|v| v.volume_id())
+                    .map(str::to_string))
+            },
+        )
+        .await?;
         // Attaching needs the volume available, not still creating.
         let ec2 = &self.ec2;
         wait_until(&format!("volume {id} to be available"), || async {

@@ -146,29 +146,46 @@ impl Kind for EipKind {
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        let out = self
-            .ec2
-            .allocate_address()
-            .domain(DomainType::from(want.domain.as_str()))
-            .tag_specifications(tags::spec(
-                ResourceType::ElasticIp,
-                meta,
-                address,
-                &want.tags,
-            ))
-            .send()
-            .await
-            .map_err(|e| provider_error("AllocateAddress", e))?;
-        let id = out.allocation_id().unwrap_or_default().to_string();
+        let (id, public_ip) = tags::create_once(
+            "AllocateAddress",
+            || async {
+                let out = self
+                    .ec2
+                    .allocate_address()
+                    .domain(DomainType::from(want.domain.as_str()))
+                    .tag_specifications(tags::spec(
+                        ResourceType::ElasticIp,
+                        meta,
+                        address,
+                        &want.tags,
+                    ))
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok((
+                    out.allocation_id().unwrap_or_default().to_string(),
+                    out.public_ip().unwrap_or_default().to_string(),
+                ))
+            },
+            || async {
+                let found =
+                    describe_addresses(&self.ec2, tags::address_filters(meta, address)).await?;
+                Ok(found.first().map(|a| {
+                    (
+                        a.allocation_id().unwrap_or_default().to_string(),
+                        a.public_ip().unwrap_or_default().to_string(),
+                    )
+                }))
+            },
+        )
+        .await?;
         Ok(Live {
             id: id.clone(),
             attrs: desired.clone(),
             outputs: BTreeMap::from([
                 ("id".into(), Value::from(id)),
-                (
-                    "public_ip".into(),
-                    Value::from(out.public_ip().unwrap_or_default()),
-                ),
+                ("public_ip".into(), Value::from(public_ip)),
             ]),
         })
     }

@@ -519,43 +519,62 @@ impl InstanceKind {
     ) -> Result<aws_sdk_ec2::types::Instance, (bool, ProviderError)> {
         let mut t = tags::with_ownership(meta, address, &want.tags);
         t.insert(GENERATION_TAG.into(), generation.to_string());
-        let out = self
-            .ec2
-            .run_instances()
-            .image_id(&want.ami)
-            .instance_type(aws_sdk_ec2::types::InstanceType::from(
-                want.instance_type.as_str(),
-            ))
-            .min_count(1)
-            .max_count(1)
-            .subnet_id(&want.subnet)
-            .set_security_group_ids(Some(want.security_groups.clone()))
-            .iam_instance_profile(profile_spec(&want.iam_instance_profile))
-            .metadata_options(metadata_request(&want.metadata))
-            .user_data(encoded(&want.user_data).map_err(|e| (false, e))?)
-            .client_token(client_token(meta, address, generation))
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Instance)
-                    .set_tags(Some(tags::ec2_tags(&t)))
-                    .build(),
-            )
-            .send()
-            .await;
-        match out {
-            Ok(o) => {
-                let i = o.instances().first().cloned().ok_or_else(|| {
-                    (
-                        false,
-                        ProviderError::new("RunInstances: AWS returned no instance"),
+        let user_data = encoded(&want.user_data).map_err(|e| (false, e))?;
+        // The ClientToken makes EC2 answer a repeat with the first
+        // instance; moto ignores it, so `create_once_raw` also looks for the
+        // instance of this generation by its tags before sending again.
+        let out = tags::create_once_raw(
+            "RunInstances",
+            || async {
+                let o = self
+                    .ec2
+                    .run_instances()
+                    .image_id(&want.ami)
+                    .instance_type(aws_sdk_ec2::types::InstanceType::from(
+                        want.instance_type.as_str(),
+                    ))
+                    .min_count(1)
+                    .max_count(1)
+                    .subnet_id(&want.subnet)
+                    .set_security_group_ids(Some(want.security_groups.clone()))
+                    .iam_instance_profile(profile_spec(&want.iam_instance_profile))
+                    .metadata_options(metadata_request(&want.metadata))
+                    .user_data(user_data.clone())
+                    .client_token(client_token(meta, address, generation))
+                    .tag_specifications(
+                        TagSpecification::builder()
+                            .resource_type(ResourceType::Instance)
+                            .set_tags(Some(tags::ec2_tags(&t)))
+                            .build(),
                     )
-                })?;
-                Ok(i)
-            }
-            Err(e) => {
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok(o.instances().first().cloned())
+            },
+            || async {
+                let mut filters = tags::address_filters(meta, address);
+                filters.push(tags::filter(
+                    &format!("tag:{GENERATION_TAG}"),
+                    [generation.to_string()],
+                ));
+                let found = describe_instances(&self.ec2, filters).await?;
+                Ok(found.into_iter().find(|i| !is_gone(state_of(i))).map(Some))
+            },
+        )
+        .await;
+        match out {
+            Ok(Some(i)) => Ok(i),
+            Ok(None) => Err((
+                false,
+                ProviderError::new("RunInstances: AWS returned no instance"),
+            )),
+            Err(tags::CreateFailure::Sdk(e)) => {
                 let spent = code(&e) == Some("IdempotentParameterMismatch");
-                Err((spent, provider_error("RunInstances", e)))
+                Err((spent, provider_error("RunInstances", *e)))
             }
+            Err(tags::CreateFailure::Find(e)) => Err((false, e)),
         }
     }
 

@@ -148,23 +148,44 @@ impl Kind for InternetGatewayKind {
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        let out = self
-            .ec2
-            .create_internet_gateway()
-            .tag_specifications(tags::spec(
-                ResourceType::InternetGateway,
-                meta,
-                address,
-                &want.tags,
-            ))
-            .send()
-            .await
-            .map_err(|e| provider_error("CreateInternetGateway", e))?;
-        let id = out
-            .internet_gateway()
-            .and_then(|g| g.internet_gateway_id())
-            .unwrap_or_default()
-            .to_string();
+        let id = tags::create_once(
+            "CreateInternetGateway",
+            || async {
+                let out = self
+                    .ec2
+                    .create_internet_gateway()
+                    .tag_specifications(tags::spec(
+                        ResourceType::InternetGateway,
+                        meta,
+                        address,
+                        &want.tags,
+                    ))
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok(out
+                    .internet_gateway()
+                    .and_then(|g| g.internet_gateway_id())
+                    .unwrap_or_default()
+                    .to_string())
+            },
+            || async {
+                let out = self
+                    .ec2
+                    .describe_internet_gateways()
+                    .set_filters(Some(tags::address_filters(meta, address)))
+                    .send()
+                    .await
+                    .map_err(|e| provider_error("DescribeInternetGateways", e))?;
+                Ok(out
+                    .internet_gateways()
+                    .first()
+                    .and_then(|g| g.internet_gateway_id())
+                    .map(str::to_string))
+            },
+        )
+        .await?;
         // A crash here leaves a tagged, detached gateway: the next plan
         // adopts it and shows the attachment as the change to make.
         self.attach(&id, &want.vpc).await?;

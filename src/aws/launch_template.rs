@@ -444,21 +444,43 @@ impl Kind for LaunchTemplateKind {
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        let out = self
-            .ec2
-            .create_launch_template()
-            .launch_template_name(&want.name)
-            .launch_template_data(request_data(&want)?)
-            .tag_specifications(tags::spec(
-                ResourceType::LaunchTemplate,
-                meta,
-                address,
-                &want.tags,
-            ))
-            .send()
-            .await
-            .map_err(|e| provider_error("CreateLaunchTemplate", e))?;
-        let t = out.launch_template().cloned().ok_or_else(|| {
+        let data = request_data(&want)?;
+        // One ClientToken for this create: EC2 answers a repeat whose first
+        // answer was lost with the first template. moto ignores the token
+        // (and refuses the name as taken), so `create_once` also looks the
+        // template up by its address tags before sending again.
+        let token = uuid::Uuid::new_v4().to_string();
+        let t = tags::create_once(
+            "CreateLaunchTemplate",
+            || async {
+                let out = self
+                    .ec2
+                    .create_launch_template()
+                    .client_token(&token)
+                    .launch_template_name(&want.name)
+                    .launch_template_data(data.clone())
+                    .tag_specifications(tags::spec(
+                        ResourceType::LaunchTemplate,
+                        meta,
+                        address,
+                        &want.tags,
+                    ))
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok(out.launch_template().cloned())
+            },
+            || async {
+                let found = self.by_name(vec![want.name.clone()]).await?;
+                Ok(found
+                    .into_iter()
+                    .find(|t| tags::owned_address(meta, t.tags()).as_deref() == Some(address))
+                    .map(Some))
+            },
+        )
+        .await?
+        .ok_or_else(|| {
             ProviderError::new("CreateLaunchTemplate: AWS returned no launch template")
         })?;
         Ok(live_of(&t, &want))

@@ -203,24 +203,50 @@ impl Kind for RouteTableKind {
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        let out = self
-            .ec2
-            .create_route_table()
-            .vpc_id(&want.vpc)
-            .tag_specifications(tags::spec(
-                ResourceType::RouteTable,
-                meta,
-                address,
-                &want.tags,
-            ))
-            .send()
-            .await
-            .map_err(|e| provider_error("CreateRouteTable", e))?;
-        let id = out
-            .route_table()
-            .and_then(|t| t.route_table_id())
-            .unwrap_or_default()
-            .to_string();
+        // One ClientToken for this create (the same on every attempt, so
+        // EC2 itself answers a repeat with the first table), and the tag
+        // search of `create_once` for endpoints that ignore the token.
+        let token = uuid::Uuid::new_v4().to_string();
+        let id = tags::create_once(
+            "CreateRouteTable",
+            || async {
+                let out = self
+                    .ec2
+                    .create_route_table()
+                    .vpc_id(&want.vpc)
+                    .client_token(&token)
+                    .tag_specifications(tags::spec(
+                        ResourceType::RouteTable,
+                        meta,
+                        address,
+                        &want.tags,
+                    ))
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok(out
+                    .route_table()
+                    .and_then(|t| t.route_table_id())
+                    .unwrap_or_default()
+                    .to_string())
+            },
+            || async {
+                let out = self
+                    .ec2
+                    .describe_route_tables()
+                    .set_filters(Some(tags::address_filters(meta, address)))
+                    .send()
+                    .await
+                    .map_err(|e| provider_error("DescribeRouteTables", e))?;
+                Ok(out
+                    .route_tables()
+                    .first()
+                    .and_then(|t| t.route_table_id())
+                    .map(str::to_string))
+            },
+        )
+        .await?;
         self.sync_routes(&id, &[], &want.routes).await?;
         Ok(Live {
             id: id.clone(),

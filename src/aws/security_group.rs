@@ -119,22 +119,46 @@ impl Kind for SecurityGroupKind {
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        let out = self
-            .ec2
-            .create_security_group()
-            .group_name(&want.name)
-            .description(&want.description)
-            .vpc_id(&want.vpc)
-            .tag_specifications(tags::spec(
-                ResourceType::SecurityGroup,
-                meta,
-                address,
-                &want.tags,
-            ))
-            .send()
-            .await
-            .map_err(|e| provider_error("CreateSecurityGroup", e))?;
-        let id = out.group_id().unwrap_or_default().to_string();
+        // EC2 refuses a second group of the same name in a VPC, so a retry
+        // after a lost answer fails instead of making a twin; finding the
+        // group by its tags makes that retry succeed instead.
+        let id = tags::create_once(
+            "CreateSecurityGroup",
+            || async {
+                let out = self
+                    .ec2
+                    .create_security_group()
+                    .group_name(&want.name)
+                    .description(&want.description)
+                    .vpc_id(&want.vpc)
+                    .tag_specifications(tags::spec(
+                        ResourceType::SecurityGroup,
+                        meta,
+                        address,
+                        &want.tags,
+                    ))
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok(out.group_id().unwrap_or_default().to_string())
+            },
+            || async {
+                let out = self
+                    .ec2
+                    .describe_security_groups()
+                    .set_filters(Some(tags::address_filters(meta, address)))
+                    .send()
+                    .await
+                    .map_err(|e| provider_error("DescribeSecurityGroups", e))?;
+                Ok(out
+                    .security_groups()
+                    .first()
+                    .and_then(|g| g.group_id())
+                    .map(str::to_string))
+            },
+        )
+        .await?;
         Ok(Live {
             id: id.clone(),
             attrs: desired.clone(),

@@ -139,19 +139,36 @@ impl Kind for SubnetKind {
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        let out = self
-            .ec2
-            .create_subnet()
-            .vpc_id(&want.vpc)
-            .cidr_block(&want.cidr)
-            .availability_zone(&want.availability_zone)
-            .tag_specifications(tags::spec(ResourceType::Subnet, meta, address, &want.tags))
-            .send()
-            .await
-            .map_err(|e| provider_error("CreateSubnet", e))?;
-        let subnet = out
-            .subnet()
-            .ok_or_else(|| ProviderError::new("CreateSubnet returned no subnet"))?;
+        let subnet = tags::create_once(
+            "CreateSubnet",
+            || async {
+                let out = self
+                    .ec2
+                    .create_subnet()
+                    .vpc_id(&want.vpc)
+                    .cidr_block(&want.cidr)
+                    .availability_zone(&want.availability_zone)
+                    .tag_specifications(tags::spec(ResourceType::Subnet, meta, address, &want.tags))
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok(out.subnet().cloned())
+            },
+            || async {
+                let out = self
+                    .ec2
+                    .describe_subnets()
+                    .set_filters(Some(tags::address_filters(meta, address)))
+                    .send()
+                    .await
+                    .map_err(|e| provider_error("DescribeSubnets", e))?;
+                Ok(out.subnets().first().cloned().map(Some))
+            },
+        )
+        .await?
+        .ok_or_else(|| ProviderError::new("CreateSubnet returned no subnet"))?;
+        let subnet = &subnet;
         let id = subnet.subnet_id().unwrap_or_default().to_string();
         if want.map_public_ip_on_launch {
             self.set_public_ip(&id, true).await?;

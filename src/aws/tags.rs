@@ -160,3 +160,110 @@ pub fn by_owned_address<T>(
         })
         .collect()
 }
+
+/// Filters that select the resource this stack tagged with `address`.
+pub fn address_filters(meta: &Meta, address: &str) -> Vec<Filter> {
+    let mut f = owner_filters(meta);
+    f.push(
+        Filter::builder()
+            .name(format!("tag:{ADDRESS_TAG}"))
+            .values(address)
+            .build(),
+    );
+    f
+}
+
+/// The SDK configuration override for a create EC2 does not make
+/// idempotent: no SDK retries, [`create_once`] retries instead.
+pub fn no_retries() -> aws_sdk_ec2::config::Builder {
+    aws_sdk_ec2::config::Builder::default()
+        .retry_config(aws_sdk_ec2::config::retry::RetryConfig::disabled())
+}
+
+/// Runs a create that EC2 does not make idempotent by itself (no
+/// ClientToken: CreateVpc, CreateSubnet, CreateInternetGateway,
+/// CreateSecurityGroup, AllocateAddress) without ever making a twin.
+///
+/// The SDK would retry a create whose answer was lost (a dropped
+/// connection, a timeout, a 5xx after the fact) by sending it again, and
+/// EC2 would make a second resource. So `create` sends with SDK retries off
+/// ([`no_retries`]), and after a failure that may have been executed, this
+/// loop first looks for the resource by its devstack address tag (the tags
+/// go in the create's TagSpecifications, so they exist from the first
+/// instant) and only sends the create again when there is none.
+///
+/// EC2's describes are eventually consistent: on real AWS a create may
+/// take a moment to show up; the backoff before each look covers that.
+pub async fn create_once<T, E, C, CF, F, FF>(
+    what: &str,
+    create: C,
+    find: F,
+) -> Result<T, crate::engine::provider::ProviderError>
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    C: FnMut() -> CF,
+    CF: std::future::Future<
+        Output = Result<
+            T,
+            aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+        >,
+    >,
+    F: FnMut() -> FF,
+    FF: std::future::Future<Output = Result<Option<T>, crate::engine::provider::ProviderError>>,
+{
+    match create_once_raw(what, create, find).await {
+        Ok(made) => Ok(made),
+        Err(CreateFailure::Sdk(e)) => Err(super::errors::provider_error(what, *e)),
+        Err(CreateFailure::Find(e)) => Err(e),
+    }
+}
+
+/// How [`create_once_raw`] failed: the create's own error (for callers that
+/// branch on its code) or the look-up's.
+pub enum CreateFailure<E> {
+    Sdk(Box<aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>),
+    Find(crate::engine::provider::ProviderError),
+}
+
+/// [`create_once`] returning the create's SDK error as it is.
+pub async fn create_once_raw<T, E, C, CF, F, FF>(
+    what: &str,
+    mut create: C,
+    mut find: F,
+) -> Result<T, CreateFailure<E>>
+where
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + 'static,
+    C: FnMut() -> CF,
+    CF: std::future::Future<
+        Output = Result<
+            T,
+            aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>,
+        >,
+    >,
+    F: FnMut() -> FF,
+    FF: std::future::Future<Output = Result<Option<T>, crate::engine::provider::ProviderError>>,
+{
+    let attempts = super::clients::MAX_ATTEMPTS;
+    let mut backoff = std::time::Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match create().await {
+            Ok(made) => return Ok(made),
+            Err(e) if attempt < attempts && super::errors::is_transient(&e) => {
+                tracing::info!(
+                    what,
+                    attempt,
+                    error = %super::errors::describe(&e),
+                    "create failed in a way that may have executed; looking for it before trying again"
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                if let Some(found) = find().await.map_err(CreateFailure::Find)? {
+                    return Ok(found);
+                }
+                attempt += 1;
+            }
+            Err(e) => return Err(CreateFailure::Sdk(Box::new(e))),
+        }
+    }
+}

@@ -177,19 +177,30 @@ impl Kind for VpcKind {
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
-        let out = self
-            .ec2
-            .create_vpc()
-            .cidr_block(&want.cidr)
-            .tag_specifications(tags::spec(ResourceType::Vpc, meta, address, &want.tags))
-            .send()
-            .await
-            .map_err(|e| provider_error("CreateVpc", e))?;
-        let id = out
-            .vpc()
-            .and_then(|v| v.vpc_id())
-            .unwrap_or_default()
-            .to_string();
+        let id = tags::create_once(
+            "CreateVpc",
+            || async {
+                let out = self
+                    .ec2
+                    .create_vpc()
+                    .cidr_block(&want.cidr)
+                    .tag_specifications(tags::spec(ResourceType::Vpc, meta, address, &want.tags))
+                    .customize()
+                    .config_override(tags::no_retries())
+                    .send()
+                    .await?;
+                Ok(out
+                    .vpc()
+                    .and_then(|v| v.vpc_id())
+                    .unwrap_or_default()
+                    .to_string())
+            },
+            || async {
+                let found = self.describe(tags::address_filters(meta, address)).await?;
+                Ok(found.first().and_then(|v| v.vpc_id()).map(str::to_string))
+            },
+        )
+        .await?;
         self.set_dns(
             &id,
             Some(want.enable_dns_support),

@@ -21,10 +21,34 @@ use crate::fleet::{
     Registry, ReleaseBy, ReleaseRequest, Released, RunItem, SlotItem,
 };
 
+/// A `--sow` longer than DynamoDB's partition key limit is refused before
+/// any AWS call (AWS would answer with a ValidationException).
+fn check_sow_length(command: &FleetCommand) -> anyhow::Result<()> {
+    let sow = match command {
+        FleetCommand::Acquire { sow, .. }
+        | FleetCommand::Attach { sow, .. }
+        | FleetCommand::Release { sow, .. } => Some(sow),
+        FleetCommand::History { sow, .. } => sow.as_ref(),
+        _ => None,
+    };
+    let max = crate::ticket::path::MAX_PARTITION_KEY;
+    match sow {
+        Some(sow) if sow.len() > max => Err(crate::exit::hint(
+            format!(
+                "--sow is {} bytes long; DynamoDB keys allow at most {max}",
+                sow.len()
+            ),
+            "pass the ticket's path relative to the docs repository, e.g. sows/<feature>.md",
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub async fn run(ctx: &Context, args: FleetArgs) -> anyhow::Result<u8> {
     // Opened per command, so `resolve-model` never touches AWS.
     let registry = || open_registry(ctx, args.table.as_deref());
     let now = crate::fleet::now();
+    check_sow_length(&args.command)?;
     match args.command {
         FleetCommand::Acquire {
             sow,

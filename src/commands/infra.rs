@@ -104,6 +104,9 @@ fn state_err(e: StateError) -> anyhow::Error {
         StateError::Newer { .. } => CodedError::new(exit::ERROR, e.to_string())
             .with_hint("use the devstack release that wrote it (or a newer one); an older build must not rewrite it")
             .into(),
+        StateError::Corrupt { .. } => CodedError::new(exit::ERROR, e.to_string())
+            .with_hint("state was changed outside devstack and nothing will be changed while it is unreadable; restore the item (the DynamoDB state table keeps point-in-time recovery) or the file from a backup")
+            .into(),
         other => anyhow::Error::new(other),
     }
 }

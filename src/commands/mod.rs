@@ -1,7 +1,6 @@
 //! One function per CLI command. Arguments are resolved into settings here,
 //! before any work starts; library modules never see clap types.
 
-use anyhow::Context as _;
 use tokio::sync::OnceCell;
 
 use crate::cli::{Cli, Command, GlobalArgs};
@@ -60,21 +59,58 @@ impl Context {
             }
             (None, e) => Err(crate::exit::hint(
                 e.as_ref().map(|e| e.to_string()).unwrap_or_default(),
-                "pass --env with one of the files in stack/",
+                if self.global.env_file.is_some() {
+                    "fix the file (TOML with the keys of stack/prod.toml), or pass --env with one of the files in stack/"
+                } else {
+                    "pass --env with one of the files in stack/"
+                },
             )),
         }
     }
 
-    /// The shared SDK configuration (region and endpoint from the normal
-    /// AWS chain, the environment's region as the fallback).
+    /// The AWS region every operator command works in: `--region` if
+    /// given, else the environment file's `region`. Said out loud with
+    /// `-v`, and refused when the AWS environment names another one.
+    pub fn region(&self) -> anyhow::Result<(String, String)> {
+        let env = self.env()?;
+        Ok(match &self.global.region {
+            Some(r) => (r.clone(), "--region".to_string()),
+            None => (env.region.clone(), self.env_file_label()),
+        })
+    }
+
+    /// `stack/prod.toml`, or the `--env-file` path.
+    fn env_file_label(&self) -> String {
+        match &self.global.env_file {
+            Some(p) => p.display().to_string(),
+            None => format!("stack/{}.toml", self.global.env),
+        }
+    }
+
+    /// The shared SDK configuration, in [`Context::region`] (the endpoint
+    /// from the normal AWS chain).
     pub async fn aws(&self) -> anyhow::Result<&aws_config::SdkConfig> {
-        let region = self.env()?.region.clone();
+        let (region, from) = self.region()?;
         self.aws
             .get_or_try_init(|| async move {
-                Ok::<_, anyhow::Error>(crate::aws::clients::sdk_config(&region).await)
+                if let Err(m) = crate::aws::clients::check_region(&region, &from).await {
+                    let hint = if m.source_name.starts_with("AWS_") {
+                        format!(
+                            "devstack works in the region {} names; unset {} or set it to {}",
+                            m.chosen_from, m.source_name, m.chosen
+                        )
+                    } else {
+                        format!(
+                            "devstack works in the region {} names; set AWS_REGION={} or use a profile in that region",
+                            m.chosen_from, m.chosen
+                        )
+                    };
+                    return Err(crate::exit::hint(m.to_string(), hint));
+                }
+                tracing::info!("working in region {region} (from {from})");
+                Ok::<_, anyhow::Error>(crate::aws::clients::sdk_config_in(&region).await)
             })
             .await
-            .context("cannot configure the AWS SDK")
     }
 }
 
@@ -90,7 +126,10 @@ pub fn init_tracing(cli: &Cli, printer: &Printer) {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
     let default = match cli.global.verbose {
-        0 => "warn",
+        // The SDK's own warnings (a credential provider that failed on the
+        // way down the chain) carry Debug dumps; the error that matters is
+        // reported once, by the AWS error layer.
+        0 => "warn,aws_config=error,aws_smithy_runtime=error",
         1 => "info,aws_config=warn,aws_smithy_runtime=warn",
         2 => "debug,aws_config=info,aws_smithy_runtime=info,hyper=info",
         _ => "trace",

@@ -46,14 +46,13 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, ConditionCheck, KeysAndAttributes, Put, ReturnValue,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use super::model::{
     AcquireRequest, AttachRequest, LockItem, Outcome, ReleaseBy, ReleaseRequest, Released, RunItem,
@@ -224,7 +223,7 @@ impl DynamoRegistry {
                 .request_items(&self.table, keys)
                 .send()
                 .await
-                .map_err(|e| aws_error(e, format!("BatchGetItem on {}", self.table)))?;
+                .map_err(|e| aws_error(e, "BatchGetItem", &self.table))?;
             for item in out
                 .responses()
                 .and_then(|r| r.get(&self.table))
@@ -354,7 +353,8 @@ impl DynamoRegistry {
                 }
                 Err(TxnError::Other(aws_error(
                     err,
-                    format!("TransactWriteItems on {}", self.table),
+                    "TransactWriteItems",
+                    &self.table,
                 )))
             }
         }
@@ -397,7 +397,7 @@ impl DynamoRegistry {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| aws_error(e, format!("Query on {}", self.table)))?;
+                .map_err(|e| aws_error(e, "Query", &self.table))?;
             items.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -430,7 +430,7 @@ impl DynamoRegistry {
             let page = scan
                 .send()
                 .await
-                .map_err(|e| aws_error(e, format!("Scan on {}", self.table)))?;
+                .map_err(|e| aws_error(e, "Scan", &self.table))?;
             items.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -599,7 +599,7 @@ impl Registry for DynamoRegistry {
                         dispatch_id: req.dispatch_id.clone(),
                     });
                 }
-                return Err(aws_error(err, format!("UpdateItem on {}", self.table)).into());
+                return Err(aws_error(err, "UpdateItem", &self.table).into());
             }
         };
         let lock = lock_from_item(&attributes)?;
@@ -625,7 +625,7 @@ impl Registry for DynamoRegistry {
                 // A lock written before history rows existed has none to patch.
                 tracing::warn!(sow = %lock.sow, "no history row to record the instance on");
             } else {
-                return Err(aws_error(err, format!("UpdateItem on {}", self.table)).into());
+                return Err(aws_error(err, "UpdateItem", &self.table).into());
             }
         }
         Ok(lock)
@@ -705,7 +705,7 @@ impl Registry for DynamoRegistry {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| aws_error(e, format!("GetItem on {}", self.table)))?;
+            .map_err(|e| aws_error(e, "GetItem", &self.table))?;
         out.item.as_ref().map(lock_from_item).transpose()
     }
 
@@ -807,7 +807,7 @@ impl DynamoRegistry {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| aws_error(e, format!("Scan on {}", self.table)))?;
+                .map_err(|e| aws_error(e, "Scan", &self.table))?;
             items.extend(page.items.unwrap_or_default());
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
@@ -817,14 +817,20 @@ impl DynamoRegistry {
     }
 }
 
-/// An SDK error with its whole cause chain on one line (the SDK's own
-/// `Display` says only "service error").
-fn aws_error<E, R>(err: SdkError<E, R>, what: String) -> anyhow::Error
+/// An SDK error on the runs table as one line; a missing table says so
+/// and how to get one.
+fn aws_error<E, R>(err: SdkError<E, R>, action: &str, table: &str) -> anyhow::Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    anyhow!("{what}: {}", DisplayErrorContext(&err))
+    if crate::aws::errors::code(&err) == Some("ResourceNotFoundException") {
+        return crate::exit::hint(
+            format!("the runs table {table} does not exist"),
+            "create it with `devstack apply` (it is part of the stack), or name the right table with --table or FLEET_TABLE_NAME",
+        );
+    }
+    crate::aws::errors::anyhow_error(format!("{action} on {table}"), err)
 }
 
 // -- wire format ---------------------------------------------------------

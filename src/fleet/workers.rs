@@ -15,7 +15,6 @@ use aws_sdk_ec2::types::{
     Filter, Instance, LaunchTemplateSpecification, ResourceType, Tag, TagSpecification,
 };
 use aws_sdk_ec2::Client;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use base64::Engine as _;
 
 /// Tag carrying the dispatch id on every worker devstack launches.
@@ -240,8 +239,8 @@ impl Workers {
 
 fn ec2_error<E, R>(err: SdkError<E, R>, what: &str) -> anyhow::Error
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_ec2::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    anyhow!("{what}: {}", DisplayErrorContext(&err))
+    crate::aws::errors::anyhow_error(what, err)
 }

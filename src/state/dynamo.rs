@@ -74,7 +74,13 @@ impl DynamoStore {
         R: std::fmt::Debug,
     {
         if code(&e) == Some("ResourceNotFoundException") {
-            return StateError::Missing(format!("dynamodb:{}", self.table));
+            let region = self
+                .client
+                .config()
+                .region()
+                .map(|r| format!(" in {r}"))
+                .unwrap_or_default();
+            return StateError::Missing(format!("dynamodb:{}{region}", self.table));
         }
         StateError::Backend(format!("DynamoDB table {}: {}", self.table, describe(&e)))
     }

@@ -50,6 +50,15 @@ fn is_path_char(c: char) -> bool {
     is_slug_char(c) || c == '/'
 }
 
+/// Longest ticket path: it is stored as the partition key of the runs
+/// table (DynamoDB allows 2048 bytes) and as the value of the worker's EC2
+/// tag (AWS allows 256 characters), the stricter of the two.
+pub const MAX_TICKET_PATH: usize = 256;
+
+/// Longest `--sow` the fleet commands accept: DynamoDB's partition key
+/// limit.
+pub const MAX_PARTITION_KEY: usize = 2048;
+
 /// Why a path cannot be dispatched. Each renders as one line that names
 /// the path and the rule it breaks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,6 +77,8 @@ pub enum TicketPathError {
     UnknownWorkType { path: Quoted },
     #[error("ticket path {path} does not end in `.md`: a ticket is a Markdown file")]
     NotMarkdown { path: Quoted },
+    #[error("the ticket path is {len} bytes long; at most {max} are allowed (it becomes an EC2 tag value, AWS's limit)")]
+    TooLong { len: usize, max: usize },
     #[error("ticket path {path} has no usable file name: its slug (the name without `.md` and trailing `_`) is empty")]
     EmptySlug { path: Quoted },
 }
@@ -87,6 +98,14 @@ impl fmt::Display for Quoted {
 /// a `.md` file, no `..`, only `[A-Za-z0-9._/-]`. Returns the work type its
 /// directory holds.
 pub fn check_ticket_path(path: &str) -> Result<TicketType, TicketPathError> {
+    // First, before anything quotes it: a huge path must not make a huge
+    // error line.
+    if path.len() > MAX_TICKET_PATH {
+        return Err(TicketPathError::TooLong {
+            len: path.len(),
+            max: MAX_TICKET_PATH,
+        });
+    }
     let quoted = || Quoted(path.to_string());
     if path.is_empty() {
         return Err(TicketPathError::Empty);

@@ -41,7 +41,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
@@ -395,7 +394,7 @@ async fn terminate(ec2: &aws_sdk_ec2::Client, instance_id: &str) -> bool {
                 return true;
             }
             Err(e) => {
-                tracing::error!(attempt, error = %DisplayErrorContext(e), "cannot terminate the instance");
+                tracing::error!(attempt, error = %crate::aws::errors::describe(&e), "cannot terminate the instance");
             }
         }
     }

@@ -8,7 +8,6 @@
 use std::fmt;
 
 use anyhow::Context as _;
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 /// A secret value; it prints as `<redacted>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -48,8 +47,9 @@ pub async fn fetch(
         .send()
         .await
         // The SDK's error never holds the value: only the id and the code.
-        .map_err(|e| anyhow::anyhow!("{}", DisplayErrorContext(e)))
-        .with_context(|| format!("cannot read the secret {secret_id}"))?;
+        .map_err(|e| {
+            crate::aws::errors::anyhow_error(format!("cannot read the secret {secret_id}"), e)
+        })?;
     out.secret_string
         .map(SecretString)
         .with_context(|| format!("the secret {secret_id} has no string value"))
