@@ -60,6 +60,19 @@ async fn open(ctx: &Context) -> anyhow::Result<Infra> {
     })
 }
 
+/// Reads state and, at the same time, whatever the refresh can read
+/// without it (engine::plan::prefetch): a no-op plan is then one round trip.
+async fn load_and_prefetch(infra: &Infra) -> anyhow::Result<Option<Snapshot>> {
+    let (snapshot, ()) = tokio::join!(
+        infra.store.load(&infra.key),
+        crate::engine::plan::prefetch(&infra.stack, &infra.provider)
+    );
+    snapshot.map_err(|e| {
+        crate::engine::provider::Provider::end_refresh(&infra.provider);
+        state_err(e)
+    })
+}
+
 /// Turns state errors into one clear line with a hint.
 fn state_err(e: StateError) -> anyhow::Error {
     match e {
@@ -118,7 +131,7 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
         None
     };
     let result = async {
-        let snapshot = infra.store.load(&infra.key).await.map_err(state_err)?;
+        let snapshot = load_and_prefetch(&infra).await?;
         make_plan(
             &infra.stack,
             snapshot.as_ref(),
@@ -228,7 +241,11 @@ async fn apply_locked(
     auto_approve: bool,
     concurrency: usize,
 ) -> anyhow::Result<u8> {
-    let snapshot = infra.store.load(&infra.key).await.map_err(state_err)?;
+    let snapshot = if saved.is_some() {
+        infra.store.load(&infra.key).await.map_err(state_err)?
+    } else {
+        load_and_prefetch(infra).await?
+    };
     let plan = match saved {
         Some(plan) => {
             plan.check_fresh(snapshot.as_ref()).map_err(plan_err)?;
