@@ -12,6 +12,14 @@ if ! python3 -c 'import moto.server' 2>/dev/null; then
   python3 -m pip install --quiet 'moto[server]'
 fi
 
+# The AWS CLI (the one Amazon Linux ships, on the workers): the user data's
+# bootstrap-failure release runs it, and tests/worker_e2e.rs runs that
+# section against moto.
+if ! command -v aws >/dev/null; then
+  echo "installing awscli (the worker user data's release path is tested with it)"
+  python3 -m pip install --quiet awscli
+fi
+
 missing=()
 command -v shellcheck >/dev/null || missing+=(shellcheck)
 command -v git >/dev/null || missing+=(git)

@@ -2,8 +2,10 @@
 //! ticket means, as one library call the CLI and tests share.
 //!
 //! check the path → validate the ticket (when a docs checkout is given) →
-//! resolve the model → acquire (lock + fleet slot, atomically) → render
-//! the user data → RunInstances → attach the instance → summary.
+//! resolve the model → refuse unless the manager runs → free the locks of
+//! workers that are gone (ghosts) → acquire (lock + fleet slot,
+//! atomically) → render the user data → RunInstances → attach the
+//! instance → summary.
 //!
 //! Nothing is spent before the acquire succeeds, and nothing is left held
 //! when the launch fails: any failure after the acquire and before an
@@ -36,6 +38,9 @@ pub struct DispatchSettings {
     pub models: Vec<String>,
     pub default_model: String,
     pub ttl_seconds: i64,
+    /// The manager instance: dispatch refuses unless it is running (the
+    /// workers push and ship logs to it). `None` skips the check.
+    pub manager_instance_id: Option<String>,
 }
 
 /// What the operator asked for.
@@ -97,6 +102,14 @@ pub enum DispatchError {
     Held { holder: LockItem },
     #[error("the fleet is at its cap of {cap} concurrent workers; nothing was launched")]
     AtCap { cap: u32 },
+    #[error("the manager {instance_id} is {state}, not running: a worker would report and ship its logs into nothing; nothing was launched")]
+    ManagerNotRunning { instance_id: String, state: String },
+    #[error("cannot tell whether the manager {instance_id} is running")]
+    ManagerUnknown {
+        instance_id: String,
+        #[source]
+        source: anyhow::Error,
+    },
     #[error("could not acquire {ticket}")]
     Registry {
         ticket: String,
@@ -143,6 +156,10 @@ impl DispatchError {
                 holder.sow,
                 holder.instance_id.as_deref().unwrap_or("none")
             )),
+            DispatchError::ManagerNotRunning { instance_id, .. } => Some(format!(
+                "start it (`aws ec2 start-instances --instance-ids {instance_id}`) or rebuild it \
+                 with `devstack apply`, then dispatch again"
+            )),
             DispatchError::AtCap { .. } => Some(
                 "wait for a worker to finish (`devstack fleet list`); \
                  `devstack fleet reconcile` finds locks that hold a slot for nothing"
@@ -168,6 +185,22 @@ impl DispatchError {
             _ => None,
         }
     }
+}
+
+/// The environment variable that carries the repository variable
+/// `DEVELOPER_CLAUDE_MODEL` (the dispatch workflow passes it through).
+pub const MODEL_VARIABLE: &str = "DEVELOPER_CLAUDE_MODEL";
+
+/// The model asked for (worker-contracts.md §6): the workflow's input,
+/// else the repository variable, else none (the platform default). Blank
+/// counts as absent at each step.
+pub fn requested_model(input: Option<&str>, variable: Option<&str>) -> Option<String> {
+    [input, variable]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|m| !m.is_empty())
+        .map(str::to_string)
 }
 
 /// The model a dispatch uses: the requested one if allowed, the default
@@ -218,12 +251,14 @@ pub struct Dispatcher<'a> {
 impl Dispatcher<'_> {
     /// The whole sequence. `validate` checks the ticket file in the docs
     /// checkout (only called with `docs_dir`); `render` produces the
-    /// worker's user data once the lock is held. `now` is the acquire time.
+    /// worker's user data once the lock is held, as EC2 gets it (gzip for
+    /// the worker script: EC2's 16 KB limit applies to these bytes, before
+    /// base64). `now` is the acquire time.
     pub async fn dispatch(
         &self,
         req: &DispatchRequest,
         validate: impl Fn(&Path) -> anyhow::Result<()>,
-        render: impl FnOnce(&LaunchContext<'_>) -> anyhow::Result<String>,
+        render: impl FnOnce(&LaunchContext<'_>) -> anyhow::Result<Vec<u8>>,
         now: i64,
     ) -> Result<Dispatched, DispatchError> {
         let clock = Instant::now();
@@ -248,6 +283,28 @@ impl Dispatcher<'_> {
             &self.settings.models,
             &self.settings.default_model,
         )?;
+
+        self.check_manager().await?;
+        // Before the cap is counted: free what workers that are gone hold.
+        match crate::fleet::reconcile::reap_ghosts(
+            self.registry,
+            self.workers,
+            &crate::fleet::reconcile::ReconcileSettings::default(),
+            now,
+        )
+        .await
+        {
+            Ok(released) => {
+                for ticket in released {
+                    tracing::warn!(
+                        ticket,
+                        "freed the lock and slot of a worker that is gone (outcome error)"
+                    );
+                }
+            }
+            // The acquire still enforces the cap; a stale lock only costs a slot.
+            Err(e) => tracing::warn!("could not look for locks of workers that are gone: {e:#}"),
+        }
 
         let acquire = AcquireRequest {
             sow: ticket.to_string(),
@@ -316,10 +373,32 @@ impl Dispatcher<'_> {
         })
     }
 
+    /// Refuses unless the manager instance is running.
+    async fn check_manager(&self) -> Result<(), DispatchError> {
+        let Some(id) = &self.settings.manager_instance_id else {
+            return Ok(());
+        };
+        let states = self
+            .workers
+            .states(std::slice::from_ref(id))
+            .await
+            .map_err(|source| DispatchError::ManagerUnknown {
+                instance_id: id.clone(),
+                source,
+            })?;
+        match states.get(id).map(String::as_str) {
+            Some("running") => Ok(()),
+            state => Err(DispatchError::ManagerNotRunning {
+                instance_id: id.clone(),
+                state: state.unwrap_or("missing").to_string(),
+            }),
+        }
+    }
+
     async fn launch(
         &self,
         context: &LaunchContext<'_>,
-        render: impl FnOnce(&LaunchContext<'_>) -> anyhow::Result<String>,
+        render: impl FnOnce(&LaunchContext<'_>) -> anyhow::Result<Vec<u8>>,
     ) -> Result<Worker, Failed> {
         let user_data = render(context)
             .map_err(|e| Failed::nothing_launched(e.context("rendering the user data")))?;
@@ -469,6 +548,24 @@ mod tests {
     }
 
     #[test]
+    fn the_input_beats_the_repository_variable_which_beats_the_default() {
+        assert_eq!(
+            requested_model(Some("claude-fable-5"), Some("claude-opus-5")).as_deref(),
+            Some("claude-fable-5")
+        );
+        assert_eq!(
+            requested_model(Some(" "), Some("claude-opus-5")).as_deref(),
+            Some("claude-opus-5")
+        );
+        assert_eq!(
+            requested_model(None, Some("claude-opus-5")).as_deref(),
+            Some("claude-opus-5")
+        );
+        assert_eq!(requested_model(None, Some("")), None);
+        assert_eq!(requested_model(None, None), None);
+    }
+
+    #[test]
     fn ticket_paths() {
         assert!(check_ticket_path("sows/foo.md").is_ok());
         assert!(check_ticket_path("dx/workout-log.md").is_ok());
@@ -514,6 +611,7 @@ mod tests {
             models: models(),
             default_model: "claude-opus-5".into(),
             ttl_seconds: 3600,
+            manager_instance_id: None,
         };
         let md = settings.summary_markdown(&Dispatched {
             ticket: "sows/foo.md".into(),

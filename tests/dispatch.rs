@@ -52,6 +52,8 @@ fn settings(template: &str) -> DispatchSettings {
         models: env.models.clone(),
         default_model: env.default_model.clone(),
         ttl_seconds: 7 * 3600,
+        // The manager check has its own tests below.
+        manager_instance_id: None,
     }
 }
 
@@ -83,7 +85,8 @@ impl Env {
                 Ok(format!(
                     "#!/bin/bash\necho {} {} {}\n",
                     c.ticket, c.dispatch_id, c.model
-                ))
+                )
+                .into_bytes())
             },
             devstack::fleet::now(),
         )
@@ -202,7 +205,7 @@ async fn failures_after_acquire_before_launch_give_the_lock_back() {
         .dispatch(
             &request("sows/b.md"),
             no_validation,
-            |_| Ok("x".repeat(16 * 1024 + 1)),
+            |_| Ok(vec![b'x'; 16 * 1024 + 1]),
             now,
         )
         .await
@@ -231,7 +234,7 @@ async fn refusals_before_acquire_spend_nothing() {
         settings: &e.settings,
     };
     let now = devstack::fleet::now();
-    let render = |_: &devstack::dispatch::LaunchContext<'_>| Ok(String::new());
+    let render = |_: &devstack::dispatch::LaunchContext<'_>| Ok(Vec::new());
 
     let bad_model = DispatchRequest {
         model: Some("gpt-9".into()),
@@ -352,6 +355,7 @@ fn cli(moto: &Moto, dir: &Path) -> assert_cmd::Command {
         "DEVSTACK_WORKER_BINARY_URL",
         "DEVSTACK_WORKER_BINARY_SHA256",
         "FLEET_TABLE_NAME",
+        "DEVELOPER_CLAUDE_MODEL",
     ] {
         cmd.env_remove(var);
     }
@@ -367,7 +371,7 @@ fn output(moto: &Moto, dir: &Path, name: &str) -> String {
 }
 
 /// The user data a launched instance runs, as text (dispatch sends the
-/// script base64-encoded).
+/// script gzipped, and the API base64-encodes that).
 async fn user_data_of(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
     let attr = ec2
         .describe_instance_attribute()
@@ -379,7 +383,12 @@ async fn user_data_of(ec2: &aws_sdk_ec2::Client, id: &str) -> String {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(attr.user_data().and_then(|u| u.value()).unwrap())
         .unwrap();
-    String::from_utf8(bytes).unwrap()
+    assert_eq!(&bytes[..2], &[0x1f, 0x8b], "the user data is gzip");
+    assert!(bytes.len() <= 16 * 1024, "{} bytes", bytes.len());
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut text)
+        .unwrap();
+    text
 }
 
 /// Dispatch from the CLI into a platform `devstack apply` built: the launch
@@ -588,11 +597,13 @@ async fn twenty_simultaneous_cli_dispatches_of_one_ticket_launch_one_worker() {
     let store = devstack::state::open(&format!("file:{}", state.display()), None)
         .await
         .unwrap();
+    let manager = run_manager(&e.ec2).await;
     write_outputs(
         &*store,
         &[
             ("launch_template_id", &e.settings.launch_template_id),
             ("manager_private_ip", "10.20.2.10"),
+            ("manager_instance_id", &manager),
         ],
     )
     .await;
@@ -607,6 +618,7 @@ async fn twenty_simultaneous_cli_dispatches_of_one_ticket_launch_one_worker() {
                 .env_remove("DEVSTACK_WORKER_BINARY_URL")
                 .env_remove("DEVSTACK_WORKER_BINARY_SHA256")
                 .env_remove("FLEET_TABLE_NAME")
+                .env_remove("DEVELOPER_CLAUDE_MODEL")
                 .args(["dispatch", "sows/race.md"])
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
@@ -639,4 +651,225 @@ async fn twenty_simultaneous_cli_dispatches_of_one_ticket_launch_one_worker() {
             && user_data.contains("manager_private_ip = \"10.20.2.10\""),
         "{user_data}"
     );
+}
+
+/// A running instance standing in for the manager (its id is what the
+/// stack outputs name).
+async fn run_manager(ec2: &aws_sdk_ec2::Client) -> String {
+    let image = ec2
+        .describe_images()
+        .send()
+        .await
+        .unwrap()
+        .images()
+        .iter()
+        .find_map(|i| i.image_id().map(String::from))
+        .expect("moto has images");
+    ec2.run_instances()
+        .image_id(image)
+        .min_count(1)
+        .max_count(1)
+        .send()
+        .await
+        .unwrap()
+        .instances()[0]
+        .instance_id()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_stopped_terminated_or_missing_manager_is_refused_before_acquire() {
+    let moto = Moto::start();
+    let mut e = env_at(&moto.endpoint, 10).await;
+    let manager = run_manager(&e.ec2).await;
+    let base = (*e.settings).clone();
+    let with_manager = |id: &str| {
+        Arc::new(DispatchSettings {
+            manager_instance_id: Some(id.to_string()),
+            ..base.clone()
+        })
+    };
+
+    e.ec2
+        .stop_instances()
+        .instance_ids(&manager)
+        .send()
+        .await
+        .unwrap();
+    e.settings = with_manager(&manager);
+    let err = e.dispatch(&request("sows/a.md")).await.unwrap_err();
+    assert!(
+        matches!(&err, DispatchError::ManagerNotRunning { state, .. } if state == "stopped"),
+        "{err:?}"
+    );
+    let line = err.to_string();
+    assert!(
+        line.contains(&manager) && line.contains("stopped") && !line.contains('\n'),
+        "{line}"
+    );
+    assert_eq!(err.exit_code(), 1);
+    assert!(err.hint().unwrap().contains("start-instances"));
+
+    e.settings = with_manager("i-0123456789abcdef0");
+    let err = e.dispatch(&request("sows/a.md")).await.unwrap_err();
+    assert!(
+        matches!(&err, DispatchError::ManagerNotRunning { state, .. } if state == "missing"),
+        "{err:?}"
+    );
+
+    // Nothing was acquired or launched.
+    assert!(e.registry.get("sows/a.md").await.unwrap().is_none());
+    assert!(e.registry.list_slots().await.unwrap().is_empty());
+    assert!(live_workers(&e.ec2).await.is_empty());
+
+    // Running again: the dispatch goes through.
+    e.ec2
+        .start_instances()
+        .instance_ids(&manager)
+        .send()
+        .await
+        .unwrap();
+    e.settings = with_manager(&manager);
+    e.dispatch(&request("sows/a.md")).await.unwrap();
+    assert_eq!(live_workers(&e.ec2).await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_lock_whose_worker_was_terminated_is_reaped_and_the_next_dispatch_proceeds() {
+    let moto = Moto::start();
+    // Cap 1: without the reaping, the dead worker's slot blocks everything.
+    let e = env_at(&moto.endpoint, 1).await;
+    let first = e.dispatch(&request("sows/a.md")).await.unwrap();
+    let err = e.dispatch(&request("sows/b.md")).await.unwrap_err();
+    assert!(matches!(err, DispatchError::AtCap { cap: 1 }), "{err:?}");
+
+    // The worker dies at boot (its bootstrap failed and nobody released).
+    e.ec2
+        .terminate_instances()
+        .instance_ids(&first.instance_id)
+        .send()
+        .await
+        .unwrap();
+    let second = e.dispatch(&request("sows/b.md")).await.unwrap();
+    assert_ne!(second.instance_id, first.instance_id);
+    let ghost = e.registry.get("sows/a.md").await.unwrap().unwrap();
+    assert_eq!(ghost.status, Status::Error);
+    let run = &e.registry.list_history("sows/a.md").await.unwrap()[0];
+    assert_eq!(run.outcome, Some(Outcome::Error));
+    let slots = e.registry.list_slots().await.unwrap();
+    assert_eq!(slots.len(), 1, "{slots:?}");
+    assert_eq!(slots[0].sow, "sows/b.md");
+    // The live worker's lock is left alone.
+    let live = e.registry.get("sows/b.md").await.unwrap().unwrap();
+    assert_eq!(live.status, Status::Working);
+}
+
+/// The model: `--model` (the workflow's input), else the repository
+/// variable the workflow passes as `DEVELOPER_CLAUDE_MODEL`, else the
+/// platform default.
+#[tokio::test]
+async fn the_model_is_the_input_else_the_repository_variable_else_the_default() {
+    let moto = Moto::start();
+    let e = env_at(&moto.endpoint, 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let store = devstack::state::open(&format!("file:{}", state.display()), None)
+        .await
+        .unwrap();
+    let manager = run_manager(&e.ec2).await;
+    write_outputs(
+        &*store,
+        &[
+            ("launch_template_id", &e.settings.launch_template_id),
+            ("manager_private_ip", "10.20.2.10"),
+            ("manager_instance_id", &manager),
+        ],
+    )
+    .await;
+    let dispatch = |ticket: &str, model: Option<&str>, variable: Option<&str>| {
+        let mut cmd = cli(&moto, dir.path());
+        cmd.env("DEVSTACK_STATE", format!("file:{}", state.display()))
+            .args(["dispatch", ticket]);
+        if let Some(m) = model {
+            cmd.args(["--model", m]);
+        }
+        if let Some(v) = variable {
+            cmd.env("DEVELOPER_CLAUDE_MODEL", v);
+        }
+        let a = cmd.assert().code(0);
+        String::from_utf8_lossy(&a.get_output().stdout).into_owned()
+    };
+    let env = devstack::stack::env::Env::load("prod").unwrap();
+    let other = env
+        .models
+        .iter()
+        .find(|m| **m != env.default_model)
+        .unwrap()
+        .clone();
+    let third = env
+        .models
+        .iter()
+        .find(|m| **m != env.default_model && **m != other)
+        .unwrap()
+        .clone();
+
+    let out = dispatch("sows/input.md", Some(&third), Some(&other));
+    assert!(out.contains(&format!("**Model:** `{third}`")), "{out}");
+    let out = dispatch("sows/variable.md", None, Some(&other));
+    assert!(out.contains(&format!("**Model:** `{other}`")), "{out}");
+    let out = dispatch("sows/blank.md", None, Some(""));
+    assert!(
+        out.contains(&format!("**Model:** `{}`", env.default_model)),
+        "{out}"
+    );
+    let run = &e.registry.list_history("sows/variable.md").await.unwrap()[0];
+    assert_eq!(run.model, other);
+    // `fleet resolve-model` answers the same.
+    let a = cli(&moto, dir.path())
+        .env("DEVELOPER_CLAUDE_MODEL", &other)
+        .args(["fleet", "resolve-model"])
+        .assert()
+        .code(0);
+    assert_eq!(
+        String::from_utf8_lossy(&a.get_output().stdout).trim(),
+        other
+    );
+}
+
+/// `devstack fleet reconcile --apply` frees the same locks on demand.
+#[tokio::test]
+async fn reconcile_apply_frees_a_terminated_workers_lock_at_once() {
+    use devstack::fleet::reconcile::{reconcile, GhostReason, ReconcileSettings};
+    let moto = Moto::start();
+    let e = env_at(&moto.endpoint, 10).await;
+    let d = e.dispatch(&request("sows/a.md")).await.unwrap();
+    e.ec2
+        .terminate_instances()
+        .instance_ids(&d.instance_id)
+        .send()
+        .await
+        .unwrap();
+    let now = devstack::fleet::now();
+    // Well inside the launch grace: EC2's "terminated" is definitive.
+    let (report, applied) = reconcile(
+        &*e.registry,
+        &e.workers,
+        &ReconcileSettings::default(),
+        true,
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.ghosts.len(), 1, "{report:?}");
+    assert_eq!(
+        report.ghosts[0].reason,
+        GhostReason::InstanceGone {
+            instance_id: d.instance_id.clone()
+        }
+    );
+    assert_eq!(applied.unwrap().released, ["sows/a.md"]);
+    let lock = e.registry.get("sows/a.md").await.unwrap().unwrap();
+    assert_eq!(lock.status, Status::Error);
+    assert!(e.registry.list_slots().await.unwrap().is_empty());
 }

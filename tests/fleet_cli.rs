@@ -442,7 +442,7 @@ async fn reconcile_reports_orphans_and_ghosts_and_apply_releases_ghosts() {
         launch_template_id: &template,
         ticket,
         dispatch_id: dispatch,
-        user_data: "#!/bin/true",
+        user_data: b"#!/bin/true",
     };
     let good = workers.launch(&launch("sows/good.md", "dg")).await.unwrap();
     s.registry
@@ -561,7 +561,7 @@ async fn reconcile_apply_terminates_overdue_workers_and_times_out_their_locks() 
             launch_template_id: &template,
             ticket: "sows/slow.md",
             dispatch_id: "ds",
-            user_data: "#!/bin/true",
+            user_data: b"#!/bin/true",
         })
         .await
         .unwrap();

@@ -213,7 +213,7 @@ fn render_dx_substitutes_every_token() {
         "https://example.com/a, Dieter Rams",
         "`in-system`",
         "Variants: 3,",
-        "[DX — DO NOT MERGE] workout-log: 3 variants",
+        "`[DX — DO NOT MERGE] workout-log — 3 design variants`",
         "`Prog-Strength`",
         "2026-01-02",
     ] {

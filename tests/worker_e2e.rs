@@ -496,6 +496,11 @@ agent_user = "root"
         config.logs.claude = logs.join("claude.log").display().to_string();
         config.logs.claude_debug = logs.join("claude-debug.log").display().to_string();
         config.logs.userdata = logs.join("userdata.log").display().to_string();
+        // No boot recorded unless a test writes it (then time counts from
+        // it); no flush pauses unless a test wants them.
+        config.boot_epoch_file = root.join("boot-epoch").display().to_string();
+        config.final_push_pause_seconds = 0;
+        config.terminate_pause_seconds = 0;
         let config_path = root.join("worker.toml");
         std::fs::write(&config_path, config.to_toml().unwrap()).unwrap();
 
@@ -784,7 +789,7 @@ session="$dir/5f0c2a9e-2b1c-4d7e-9a51-0c7f3e1d8b22.jsonl"
 # The first lines appear at once (a rename), as one read of the session.
 head -n 6 "$fixture" >"$dir/.partial"
 mv "$dir/.partial" "$session"
-echo "fake claude: waiting for the gate" >&2
+echo "fake claude: waiting for the gate (ANTHROPIC_LOG=${ANTHROPIC_LOG:-unset})" >&2
 while [ ! -e "$gate" ]; do sleep 0.05; done
 tail -n +7 "$fixture" >>"$session"
 echo "fake claude: done, exiting $code"
@@ -937,7 +942,8 @@ async fn a_successful_run_reports_releases_and_terminates() {
     .await;
     let mut child = world.start_worker();
 
-    // During the run: exactly the §5 worker metrics.
+    // During the run: exactly the §5 worker metrics, and how long the boot
+    // took (boot to agent start, for the dashboard).
     let (content_type, live) = scrape_while_working(&world, &mut child).await;
     assert!(
         content_type.starts_with("text/plain; version=0.0.4"),
@@ -950,6 +956,7 @@ async fn a_successful_run_reports_releases_and_terminates() {
                 "developer_worker_info",
                 "developer_worker_state",
                 "developer_worker_uptime_seconds",
+                "developer_worker_boot_seconds",
                 "developer_claude_tool_calls_total",
                 "developer_claude_messages_total",
                 "developer_prs_opened_total",
@@ -1264,4 +1271,233 @@ async fn an_invalid_ticket_fails_before_the_agent_and_still_finalizes() {
     // No session, no observed model: the dispatched one stays.
     assert_eq!(text_attr(run, "model"), DISPATCHED_MODEL);
     assert!(["shutting-down", "terminated"].contains(&world.instance_state().await.as_str()));
+}
+
+fn epoch_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A slot of the fleet is held (not released) for the ticket.
+async fn slot_held(sdk: &aws_config::SdkConfig, table: &str) -> bool {
+    registry(sdk, table)
+        .list_slots()
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.sow == SOW)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigterm_mid_run_finalizes_with_a_push_and_a_release() {
+    let world = World::new(Options {
+        agent_exit: 0,
+        max_runtime_seconds: 3600,
+        lock: LockedBy::Registry,
+    })
+    .await;
+    // The instance booted five minutes before the worker started.
+    let boot = epoch_now() - 300;
+    std::fs::write(&world.config.boot_epoch_file, format!("{boot}\n")).unwrap();
+    assert!(slot_held(&world.sdk, &world.table).await);
+
+    let mut child = world.start_worker();
+    // Mid-run: the agent has its prompt and waits on the gate.
+    let deadline = Instant::now() + PATIENCE;
+    while !world.home().join("prompt.txt").exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never started:\n{}",
+            world.worker_output()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The exporter shows the boot took at least those five minutes.
+    let mut boot_seconds = None;
+    while boot_seconds.is_none() && Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(&world.exporter).await {
+            let text = r.text().await.unwrap_or_default();
+            boot_seconds = find(
+                &samples(&text),
+                "developer_worker_boot_seconds",
+                Some(("instance_id", &world.instance_id)),
+            )
+            .map(|s| s.value);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let boot_seconds = boot_seconds.expect("developer_worker_boot_seconds is exported");
+    assert!(boot_seconds >= 300.0, "{boot_seconds}");
+
+    let pid = i32::try_from(child.id().unwrap()).unwrap();
+    // SAFETY: kill only sends a signal to the worker this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let code = world.wait(&mut child).await;
+    let output = world.worker_output();
+    assert_eq!(code, 1, "worker output:\n{output}");
+    assert!(output.contains("SIGTERM"), "{output}");
+
+    let pushed = world.pushed().await;
+    assert_eq!(pushed.len(), 3, "{pushed:?}\n{output}");
+    for s in &pushed {
+        assert_eq!(s.labels["outcome"], "error", "{s:?}");
+        assert_eq!(s.labels["started_at"], boot.to_string(), "from boot: {s:?}");
+    }
+    let duration = find(&pushed, "developer_run_duration_seconds", None)
+        .unwrap()
+        .value;
+    assert!(duration >= 300.0, "durations count from boot: {duration}");
+    world.assert_dynamodb_within_worker_role();
+    assert_eq!(text_attr(&world.lock().await, "status"), "error");
+    assert_eq!(text_attr(&world.history().await[0], "outcome"), "error");
+    assert!(!slot_held(&world.sdk, &world.table).await, "slot released");
+    assert!(
+        ["shutting-down", "terminated"].contains(&world.instance_state().await.as_str()),
+        "{output}"
+    );
+    // The agent's debug stream had Claude Code's debug logging switched on.
+    let debug = std::fs::read_to_string(&world.config.logs.claude_debug).unwrap();
+    assert!(debug.contains("ANTHROPIC_LOG=debug"), "{debug}");
+}
+
+/// A bootstrap failure, before `devstack worker run` exists: the user
+/// data's own functions section (the one the real script runs, taken from
+/// the rendered script) with the real AWS CLI (pointed at moto, through
+/// the recording proxy) and curl (to a real Pushgateway).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bootstrap_failure_pushes_error_and_frees_the_lock_and_the_slot() {
+    if Command::new("aws").arg("--version").output().is_err() {
+        panic!("the AWS CLI is required (Amazon Linux ships it; scripts/test.sh installs awscli)");
+    }
+    let world = World::new(Options {
+        agent_exit: 0,
+        max_runtime_seconds: 3600,
+        lock: LockedBy::Registry,
+    })
+    .await;
+    assert!(slot_held(&world.sdk, &world.table).await);
+    let env = devstack::stack::env::Env::load("prod").unwrap();
+    let params = devstack::worker::UserDataParams::new(
+        &env,
+        SOW,
+        DISPATCH_ID,
+        DISPATCHED_MODEL,
+        "10.20.2.15".parse().unwrap(),
+        devstack::worker::DevstackBinary {
+            url: "https://example.com/devstack".into(),
+            sha256: "0".repeat(64),
+        },
+    );
+    let script = devstack::worker::render_user_data(&params).unwrap().script;
+    let begin = script.find("# ==== functions: begin").unwrap();
+    let end = script.find("# ==== functions: end").unwrap();
+    let trap = script
+        .lines()
+        .find(|l| l.starts_with("trap 'on_error"))
+        .unwrap();
+    let boot = epoch_now() - 90;
+    let shell = format!(
+        "set -Eeuo pipefail\n\
+         TICKET_PATH={SOW}\nDISPATCH_ID={DISPATCH_ID}\nREGION={region}\nRUNS_TABLE={table}\n\
+         PUSHGATEWAY_URL={gateway}\nINSTANCE_ID={instance}\nBOOT_EPOCH={boot}\n\
+         FINAL_PUSH_PAUSE=0\nTERMINATE_PAUSE=0\n\
+         {functions}\n{trap}\n\
+         install_toolchain() {{ echo 'installing the toolchain'; false; echo 'never reached'; }}\n\
+         install_toolchain\n",
+        region = common::REGION,
+        table = world.table,
+        gateway = world.pushgateway.url,
+        instance = world.instance_id,
+        functions = &script[begin..end],
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&shell)
+        .envs(world.moto.env())
+        .env("AWS_ENDPOINT_URL", world.proxy.url())
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{output}");
+    assert!(!output.contains("never reached"), "{output}");
+    assert!(
+        output.contains("devstack bootstrap failed at line"),
+        "{output}"
+    );
+
+    let pushed = world.pushed().await;
+    assert_eq!(pushed.len(), 3, "{pushed:?}\n{output}");
+    for s in &pushed {
+        assert_eq!(s.labels["outcome"], "error", "{s:?}");
+        assert_eq!(s.labels["sow"], SOW);
+        assert_eq!(s.labels["started_at"], boot.to_string());
+    }
+    assert_eq!(
+        find(&pushed, "developer_run_prs_opened", None)
+            .unwrap()
+            .value,
+        0.0
+    );
+    assert!(
+        find(&pushed, "developer_run_duration_seconds", None)
+            .unwrap()
+            .value
+            >= 90.0
+    );
+    // The lock, its history row and its slot, as the registry's release
+    // leaves them, with only what the worker role may do.
+    world.assert_dynamodb_within_worker_role();
+    let lock = world.lock().await;
+    assert_eq!(text_attr(&lock, "status"), "error");
+    let run = &world.history().await[0];
+    assert_eq!(text_attr(run, "outcome"), "error");
+    assert_eq!(text_attr(run, "status"), "error");
+    assert_eq!(num_attr(run, "prs_opened"), 0);
+    assert!(!slot_held(&world.sdk, &world.table).await, "slot released");
+    // The registry agrees: the ticket can be dispatched again at once.
+    let again = registry(&world.sdk, &world.table)
+        .acquire(&AcquireRequest::new(SOW, "another-dispatch"), epoch_now())
+        .await;
+    assert!(again.is_ok(), "{again:?}");
+    // And the instance was terminated.
+    assert!(
+        ["shutting-down", "terminated"].contains(&world.instance_state().await.as_str()),
+        "{output}"
+    );
+}
+
+/// The deadline counts from boot, not from the worker's start: a worker
+/// that starts 59 min 57 s after boot, with an hour's budget, stops its
+/// agent three seconds later and records `timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_deadline_counts_from_boot_and_records_a_timeout() {
+    let world = World::new(Options {
+        agent_exit: 0,
+        max_runtime_seconds: 3600,
+        lock: LockedBy::Registry,
+    })
+    .await;
+    let boot = epoch_now() - 3597;
+    std::fs::write(&world.config.boot_epoch_file, format!("{boot}\n")).unwrap();
+    let mut child = world.start_worker();
+    let code = world.wait(&mut child).await;
+    let output = world.worker_output();
+    assert_eq!(code, 1, "worker output:\n{output}");
+    assert!(output.contains("the deadline passed"), "{output}");
+    let pushed = world.pushed().await;
+    assert_eq!(pushed.len(), 3, "{pushed:?}\n{output}");
+    for s in &pushed {
+        assert_eq!(s.labels["outcome"], "timeout", "{s:?}");
+        assert_eq!(s.labels["started_at"], boot.to_string());
+    }
+    assert_eq!(text_attr(&world.lock().await, "status"), "timeout");
+    assert_eq!(text_attr(&world.history().await[0], "outcome"), "timeout");
+    assert!(!slot_held(&world.sdk, &world.table).await, "slot released");
 }

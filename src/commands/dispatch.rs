@@ -36,15 +36,17 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
             )
         })
     };
+    let launch_template_id = output("launch_template_id")?;
+    let manager_private_ip = output("manager_private_ip")?;
     let settings = DispatchSettings {
-        launch_template_id: output("launch_template_id")?,
+        launch_template_id,
         log_group: env.log_group(),
         public_hostname: env.public_hostname.clone(),
         models: env.models.clone(),
         default_model: env.default_model.clone(),
         ttl_seconds: DEFAULT_TTL_SECONDS,
+        manager_instance_id: Some(output("manager_instance_id")?),
     };
-    let manager_private_ip = output("manager_private_ip")?;
 
     let registry = super::fleet::open_registry(ctx, args.table.as_deref()).await?;
     let workers = Workers::new(
@@ -53,7 +55,12 @@ pub async fn run(ctx: &Context, args: DispatchArgs) -> anyhow::Result<u8> {
     );
     let request = DispatchRequest {
         ticket: args.ticket,
-        model: args.model,
+        model: crate::dispatch::requested_model(
+            args.model.as_deref(),
+            std::env::var(crate::dispatch::MODEL_VARIABLE)
+                .ok()
+                .as_deref(),
+        ),
         dispatch_id: args.dispatch_id,
         dispatched_by: args
             .dispatched_by
@@ -122,7 +129,7 @@ fn worker_user_data(
     env: &Env,
     manager_private_ip: &str,
     _table: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Vec<u8>> {
     let ip = manager_private_ip.parse().map_err(|_| {
         anyhow!("the stack output manager_private_ip is not an IPv4 address: {manager_private_ip}")
     })?;
@@ -134,7 +141,8 @@ fn worker_user_data(
         ip,
         worker_binary(env),
     );
-    Ok(render_user_data(&params)?.script)
+    // gzipped: EC2's 16 KB applies to these bytes (cloud-init unzips them).
+    Ok(render_user_data(&params)?.gzip)
 }
 
 /// Where workers download devstack from: the environment's settings, or

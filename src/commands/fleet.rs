@@ -137,8 +137,15 @@ pub async fn run(ctx: &Context, args: FleetArgs) -> anyhow::Result<u8> {
         // No AWS: this gates a dispatch before anything else happens.
         FleetCommand::ResolveModel { model } => {
             let env = ctx.env()?;
-            let model =
-                resolve_model(model.as_deref(), &env.models, &env.default_model).map_err(|e| {
+            // The same precedence as dispatch: --model, else the variable.
+            let requested = crate::dispatch::requested_model(
+                model.as_deref(),
+                std::env::var(crate::dispatch::MODEL_VARIABLE)
+                    .ok()
+                    .as_deref(),
+            );
+            let model = resolve_model(requested.as_deref(), &env.models, &env.default_model)
+                .map_err(|e| {
                     exit::hint(
                         e.to_string(),
                         "pass one of the listed models, or none for the default",

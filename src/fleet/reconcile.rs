@@ -6,7 +6,12 @@
 //!   reported: it may be a worker an operator force-released on purpose.
 //! - **ghost**: an active lock whose instance is gone, or that never got
 //!   one long after its dispatch started. It blocks its ticket (and holds a
-//!   fleet slot) until it expires; `--apply` releases it as `error`.
+//!   fleet slot) until it expires; `--apply` releases it as `error`. An
+//!   instance EC2 reports `terminated` or `shutting-down` makes its lock a
+//!   ghost at once (that answer is definitive); one EC2 does not list only
+//!   after the launch grace. Dispatch reaps ghosts the same way
+//!   ([`reap_ghosts`]) before it counts the cap, so a worker that never
+//!   came up does not hold its ticket or a slot until the TTL.
 //! - **overdue**: a worker running past the 6 h backstop plus a margin:
 //!   the worker's own timer failed. `--apply` terminates it and releases
 //!   its lock as `timeout`.
@@ -16,6 +21,8 @@
 //! (harmless, report-only) orphan, never its lock as a ghost. Locks touched
 //! within the launch grace are never ghosts, because DescribeInstances is
 //! eventually consistent and may not list a just-launched instance yet.
+
+use std::collections::HashSet;
 
 use serde::Serialize;
 
@@ -110,10 +117,16 @@ fn accounts_for(lock: &LockItem, worker: &Worker) -> bool {
     }
 }
 
+/// EC2 states that mean an instance will never work again.
+const GONE_STATES: [&str; 2] = ["terminated", "shutting-down"];
+
 /// Classifies `workers` (live instances) against `locks` (active locks).
+/// `ended` holds the instance ids EC2 reports terminated or shutting down:
+/// their locks are ghosts without waiting for the launch grace.
 pub fn classify(
     workers: &[Worker],
     locks: &[LockItem],
+    ended: &HashSet<String>,
     now: i64,
     settings: &ReconcileSettings,
 ) -> Report {
@@ -124,7 +137,10 @@ pub fn classify(
         .collect();
     let ghosts = locks
         .iter()
-        .filter(|l| now - l.updated_at.max(l.started_at) > settings.launch_grace)
+        .filter(|l| {
+            l.instance_id.as_ref().is_some_and(|id| ended.contains(id))
+                || now - l.updated_at.max(l.started_at) > settings.launch_grace
+        })
         .filter_map(|l| {
             let reason = match &l.instance_id {
                 Some(id) if !workers.iter().any(|w| w.instance_id == *id) => {
@@ -169,34 +185,12 @@ pub async fn reconcile(
     apply: bool,
     now: i64,
 ) -> anyhow::Result<(Report, Option<Applied>)> {
-    let locks = registry.list_active(now).await?;
-    let live = workers.live().await?;
-    let report = classify(&live, &locks, now, settings);
+    let report = read_and_classify(registry, workers, settings, now).await?;
     if !apply {
         return Ok((report, None));
     }
     let mut applied = Applied::default();
-
-    for ghost in &report.ghosts {
-        let by = match &ghost.lock.instance_id {
-            Some(id) => ReleaseBy::Instance(id.clone()),
-            None => ReleaseBy::Dispatch(ghost.lock.dispatch_id.clone()),
-        };
-        let release = ReleaseRequest {
-            sow: ghost.lock.sow.clone(),
-            by,
-            outcome: Outcome::Error,
-            prs_opened: 0,
-            model: None,
-        };
-        match registry.release(&release, now).await? {
-            Released::Released { lock } => applied.released.push(lock.sow),
-            Released::NotHeld { .. } => applied.skipped.push(format!(
-                "{}: its lock changed since it was read; left alone",
-                ghost.lock.sow
-            )),
-        }
-    }
+    release_ghosts(registry, &report.ghosts, now, &mut applied).await?;
 
     let ids: Vec<String> = report
         .overdue
@@ -221,6 +215,77 @@ pub async fn reconcile(
         }
     }
     Ok((report, Some(applied)))
+}
+
+/// Locks first, then the live workers, then the EC2 state of the locks'
+/// instances that are not live; classified.
+async fn read_and_classify(
+    registry: &dyn Registry,
+    workers: &Workers,
+    settings: &ReconcileSettings,
+    now: i64,
+) -> anyhow::Result<Report> {
+    let locks = registry.list_active(now).await?;
+    let live = workers.live().await?;
+    let unseen: Vec<String> = locks
+        .iter()
+        .filter_map(|l| l.instance_id.clone())
+        .filter(|id| !live.iter().any(|w| w.instance_id == *id))
+        .collect();
+    let ended: HashSet<String> = workers
+        .states(&unseen)
+        .await?
+        .into_iter()
+        .filter(|(_, state)| GONE_STATES.contains(&state.as_str()))
+        .map(|(id, _)| id)
+        .collect();
+    Ok(classify(&live, &locks, &ended, now, settings))
+}
+
+/// Releases each ghost's lock and slot as `error`, only if the lock is
+/// still the one that was read.
+async fn release_ghosts(
+    registry: &dyn Registry,
+    ghosts: &[Ghost],
+    now: i64,
+    applied: &mut Applied,
+) -> anyhow::Result<()> {
+    for ghost in ghosts {
+        let by = match &ghost.lock.instance_id {
+            Some(id) => ReleaseBy::Instance(id.clone()),
+            None => ReleaseBy::Dispatch(ghost.lock.dispatch_id.clone()),
+        };
+        let release = ReleaseRequest {
+            sow: ghost.lock.sow.clone(),
+            by,
+            outcome: Outcome::Error,
+            prs_opened: 0,
+            model: None,
+        };
+        match registry.release(&release, now).await? {
+            Released::Released { lock } => applied.released.push(lock.sow),
+            Released::NotHeld { .. } => applied.skipped.push(format!(
+                "{}: its lock changed since it was read; left alone",
+                ghost.lock.sow
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// What dispatch runs before it acquires: frees the locks (and slots) of
+/// workers that are gone, so they do not count against the cap. Overdue
+/// workers are left to `fleet reconcile`. The tickets released.
+pub async fn reap_ghosts(
+    registry: &dyn Registry,
+    workers: &Workers,
+    settings: &ReconcileSettings,
+    now: i64,
+) -> anyhow::Result<Vec<String>> {
+    let report = read_and_classify(registry, workers, settings, now).await?;
+    let mut applied = Applied::default();
+    release_ghosts(registry, &report.ghosts, now, &mut applied).await?;
+    Ok(applied.released)
 }
 
 #[cfg(test)]
@@ -251,14 +316,14 @@ mod tests {
     fn a_worker_with_its_lock_is_clean() {
         let workers = [worker("i-1", Some("sows/a.md"), Some("d1"), 600)];
         let locks = [lock("sows/a.md", "d1", Some("i-1"), 3600)];
-        assert!(classify(&workers, &locks, NOW, &Default::default()).is_clean());
+        assert!(classify(&workers, &locks, &HashSet::new(), NOW, &Default::default()).is_clean());
     }
 
     #[test]
     fn a_launching_dispatch_accounts_for_its_worker_before_attach() {
         let workers = [worker("i-1", Some("sows/a.md"), Some("d1"), 5)];
         let locks = [lock("sows/a.md", "d1", None, 10)];
-        assert!(classify(&workers, &locks, NOW, &Default::default()).is_clean());
+        assert!(classify(&workers, &locks, &HashSet::new(), NOW, &Default::default()).is_clean());
     }
 
     #[test]
@@ -273,7 +338,7 @@ mod tests {
             lock("sows/a.md", "d1", Some("i-1"), 600),
             lock("sows/b.md", "d9", Some("i-9"), 60),
         ];
-        let report = classify(&workers, &locks, NOW, &Default::default());
+        let report = classify(&workers, &locks, &HashSet::new(), NOW, &Default::default());
         let ids: Vec<_> = report
             .orphans
             .iter()
@@ -291,7 +356,7 @@ mod tests {
             lock("sows/young.md", "d3", Some("i-new"), 60),
             lock("sows/launching.md", "d4", None, 60),
         ];
-        let report = classify(&[], &locks, NOW, &Default::default());
+        let report = classify(&[], &locks, &HashSet::new(), NOW, &Default::default());
         let got: Vec<_> = report
             .ghosts
             .iter()
@@ -312,6 +377,18 @@ mod tests {
     }
 
     #[test]
+    fn a_terminated_instance_makes_its_lock_a_ghost_at_once() {
+        let locks = [
+            lock("sows/died.md", "d1", Some("i-dead"), 60),
+            lock("sows/young.md", "d2", Some("i-new"), 60),
+        ];
+        let ended = HashSet::from(["i-dead".to_string()]);
+        let report = classify(&[], &locks, &ended, NOW, &Default::default());
+        let got: Vec<_> = report.ghosts.iter().map(|g| g.lock.sow.as_str()).collect();
+        assert_eq!(got, ["sows/died.md"]);
+    }
+
+    #[test]
     fn overdue_is_past_the_backstop_plus_margin() {
         let s = ReconcileSettings::default();
         let workers = [
@@ -323,7 +400,7 @@ mod tests {
                 s.max_runtime + s.margin + 1,
             ),
         ];
-        let report = classify(&workers, &[], NOW, &s);
+        let report = classify(&workers, &[], &HashSet::new(), NOW, &s);
         let ids: Vec<_> = report
             .overdue
             .iter()

@@ -22,7 +22,8 @@ use base64::Engine as _;
 pub const DISPATCH_TAG: &str = "devstack:dispatch-id";
 /// Tag carrying the ticket path (the manager relabels it to `sow`).
 pub const SOW_TAG: &str = "SOW";
-/// EC2's limit on user data, before base64.
+/// EC2's limit on user data "in raw form, before it is base64-encoded"
+/// (EC2 User Guide): checked on the bytes given to [`Workers::launch`].
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
 
 /// One worker instance.
@@ -75,8 +76,9 @@ pub struct Launch<'a> {
     pub launch_template_id: &'a str,
     pub ticket: &'a str,
     pub dispatch_id: &'a str,
-    /// The rendered user data (at most [`USER_DATA_LIMIT`] bytes).
-    pub user_data: &'a str,
+    /// The rendered user data as EC2 gets it (gzip for the worker script),
+    /// at most [`USER_DATA_LIMIT`] bytes; base64-encoded here for the API.
+    pub user_data: &'a [u8],
 }
 
 /// The workers of one environment.
@@ -171,6 +173,28 @@ impl Workers {
             ])
             .await?;
         Ok(found.into_iter().next())
+    }
+
+    /// The EC2 state (`running`, `terminated`, …) of each of `instance_ids`
+    /// that EC2 still knows, whatever its tags. An id it does not know is
+    /// simply absent (a filter, not `InstanceIds`, so no NotFound error).
+    pub async fn states(
+        &self,
+        instance_ids: &[String],
+    ) -> anyhow::Result<std::collections::HashMap<String, String>> {
+        if instance_ids.is_empty() {
+            return Ok(Default::default());
+        }
+        let found = self
+            .describe(vec![Filter::builder()
+                .name("instance-id")
+                .set_values(Some(instance_ids.to_vec()))
+                .build()])
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|w| (w.instance_id, w.state))
+            .collect())
     }
 
     pub async fn terminate(&self, instance_ids: &[String]) -> anyhow::Result<()> {

@@ -1,6 +1,10 @@
 //! The prompt a worker gives the agent: one template per work type
 //! (`worker/prompt-*.md.tpl`, compiled in), with `__TOKEN__` placeholders.
 //!
+//! The templates carry every numbered obligation of worker-contracts.md §3
+//! (SOW) and §4 (DX); docs/worker.md maps each to where the prompt states
+//! it, and the tests below check each one's concrete markers.
+//!
 //! Substitution is one pass over the template: a value is never scanned
 //! for tokens, so a ticket whose idiom happens to read `__SURFACE__` cannot
 //! change the prompt's shape. A template token that nothing substitutes is
@@ -52,6 +56,7 @@ pub fn render_prompt(
         ("SOW_SLUG", slug(sow_path)),
         ("GITHUB_ORG", github_org.to_string()),
         ("TODAY", today),
+        ("REPOS", one_line_list(&ticket.repos)),
     ];
     if let Some(dx) = &ticket.dx {
         values.extend([
@@ -156,12 +161,13 @@ mod tests {
     use super::*;
     use crate::ticket::{DxFields, Scope};
 
-    const SOW_TOKENS: &[&str] = &["SOW_PATH", "SOW_SLUG", "GITHUB_ORG", "TODAY"];
+    const SOW_TOKENS: &[&str] = &["SOW_PATH", "SOW_SLUG", "GITHUB_ORG", "TODAY", "REPOS"];
     const DX_TOKENS: &[&str] = &[
         "SOW_PATH",
         "SOW_SLUG",
         "GITHUB_ORG",
         "TODAY",
+        "REPOS",
         "SURFACE",
         "IDIOMS",
         "REFERENCES",
@@ -282,6 +288,276 @@ mod tests {
         assert_eq!(err, "NOPE");
         let ok = substitute("a __SOW_PATH__ b __bold__ ___", |_| Some("x")).unwrap();
         assert_eq!(ok, "a x b __bold__ ___");
+    }
+
+    /// Asserts each marker is in `text`, and in this order.
+    fn in_order(text: &str, markers: &[&str]) {
+        let mut from = 0;
+        for m in markers {
+            match text[from..].find(m) {
+                Some(at) => from += at + m.len(),
+                None => panic!("{m:?} is missing (or out of order) in\n{text}"),
+            }
+        }
+    }
+
+    fn sow_prompt() -> String {
+        let ticket = Ticket {
+            kind: TicketType::Sow,
+            repos: vec!["prog-strength-api".into(), "prog-strength-web".into()],
+            dx: None,
+        };
+        render_prompt(
+            &ticket,
+            "sows/rest-timer.md",
+            date!(2026 - 03 - 07),
+            "Prog-Strength",
+        )
+        .unwrap()
+    }
+
+    fn dx_prompt() -> String {
+        render_prompt(
+            &dx(),
+            "dx/workout-log.md",
+            date!(2026 - 01 - 02),
+            "Prog-Strength",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_sow_prompt_states_every_obligation_of_section_3() {
+        let p = sow_prompt();
+        // 1. unattended; say when blocked.
+        in_order(&p, &["unattended", "No one will answer", "truly blocked"]);
+        // 2. paths.
+        in_order(
+            &p,
+            &[
+                "./<docs repository>/sows/rest-timer.md",
+                "prog-strength-api, prog-strength-web",
+                "`./<name>` on its `main` branch",
+            ],
+        );
+        // 3. design system.
+        in_order(
+            &p,
+            &[
+                "frontend",
+                "`design-system.md`",
+                "palette, accent, type",
+                "extends the system",
+            ],
+        );
+        // 4. plan; 5. execution.
+        in_order(
+            &p,
+            &["`plans/*-rest-timer.md`", "`superpowers:writing-plans`"],
+        );
+        in_order(
+            &p,
+            &[
+                "`superpowers:subagent-driven-development`",
+                "subagent",
+                "spec-reviewed",
+                "quality-reviewed",
+            ],
+        );
+        // 6. branches and PRs in the repository's style.
+        in_order(
+            &p,
+            &[
+                "`feat/rest-timer`",
+                "one pull request per changed repository",
+                "against `main`",
+                "recent merged pull requests",
+            ],
+        );
+        // 7. the ticket marked shipped, the docs PR always opened.
+        in_order(
+            &p,
+            &[
+                "`status: shipped`",
+                "`**Status**:` line to `Shipped`",
+                "`**Last updated**:` line to 2026-03-07",
+                "Always open this docs pull request",
+                "not in `repos`",
+            ],
+        );
+        // 8. the local gate.
+        in_order(
+            &p,
+            &[
+                "AGENTS.md or CONTRIBUTING.md",
+                "`golangci-lint run`",
+                "`go vet ./...`",
+                "`go mod tidy`",
+                "`go test ./...`",
+                "Never `--no-verify`",
+                "never `//nolint`",
+                "disabled lint rule",
+                "skipped",
+            ],
+        );
+        // 9. the docs PR template, sections in order.
+        in_order(
+            &p,
+            &[
+                "## Shipped: rest-timer",
+                "Ticket: [sows/rest-timer.md]",
+                "## Implementation PRs",
+                "in `repos` order",
+                "docs-only",
+                "## Deployment",
+                "No coordination window",
+                "## Verification after rollout",
+                "Merging this pull request flips the ticket's status",
+            ],
+        );
+        // 10. the hard rules.
+        in_order(
+            &p,
+            &[
+                "Never merge",
+                "No force-push",
+                "`git reset --hard` on",
+                "no `rm -rf` outside the workspace",
+                "no repository outside `repos`",
+            ],
+        );
+        // 11. blocked: a draft PR in the docs repository.
+        in_order(
+            &p,
+            &[
+                "blocked",
+                "**draft** pull request in the docs repository",
+                "clarification",
+                "exit",
+            ],
+        );
+        // 12. the budget and progress markers.
+        in_order(
+            &p,
+            &[
+                "six hours",
+                "five-hour mark",
+                "backstop",
+                "progress markers",
+            ],
+        );
+    }
+
+    #[test]
+    fn the_dx_prompt_states_every_obligation_of_section_4() {
+        let p = dx_prompt();
+        // 1. the spread is the value.
+        in_order(
+            &p,
+            &[
+                "Design Exploration",
+                "3",
+                "genuinely different variants",
+                "side by side on one screen",
+                "never converge",
+                "never pick a winner",
+                "never merge",
+            ],
+        );
+        // 2. scope.
+        in_order(
+            &p,
+            &[
+                "`in-system`",
+                "palette",
+                "single accent",
+                "type family",
+                "layout",
+                "`greenfield`",
+                "brand",
+                "dark theme",
+                "ticket\n   alone",
+            ],
+        );
+        // 3. the skill; 4. AGENTS.md.
+        assert!(p.contains("Use the `frontend-design` skill."), "{p}");
+        assert!(
+            p.contains("Follow the web repository's AGENTS.md conventions."),
+            "{p}"
+        );
+        // 5. one route, the one flag.
+        in_order(
+            &p,
+            &[
+                "ONE comparison route, `/design-explore/workout-log`",
+                "labelled with its idiom",
+                "`config.designExploreEnabled`",
+                "`lib/config.ts`",
+                "`NEXT_PUBLIC_ENABLE_DESIGN_EXPLORE`",
+                "`if (!config.designExploreEnabled) notFound()`",
+                "Never add a new flag",
+            ],
+        );
+        // 6. throwaway variants mapped to their idiom.
+        in_order(
+            &p,
+            &[
+                "self-contained throwaway component",
+                "type scale, colour logic and spacing rhythm",
+                "comment at",
+                "No tests for mockups",
+                "static, realistic fixtures",
+            ],
+        );
+        // 7. branch, exact title, the selection artifact.
+        in_order(
+            &p,
+            &[
+                "`dx/workout-log`",
+                "never\n   `feat/`",
+                "**draft** pull request in the web",
+            ],
+        );
+        assert!(
+            p.contains("`[DX — DO NOT MERGE] workout-log — 3 design variants`"),
+            "{p}"
+        );
+        in_order(
+            &p,
+            &[
+                "a heading",
+                "one\n   sentence",
+                "link to the ticket `dx/workout-log.md`",
+                "preview link",
+                "scope",
+                "one `###` section per idiom",
+                "## Selection",
+                "one\n   checkbox per idiom",
+                "brutalist, swiss grid, editorial",
+            ],
+        );
+        // 8. the docs repository awaits the selection.
+        in_order(
+            &p,
+            &[
+                "docs repository",
+                "`dx/workout-log`",
+                "`status: awaiting_selection`",
+                "**draft**",
+                "Never set `shipped`",
+                "never open the SOW-style docs pull",
+            ],
+        );
+        // 9. the checks, the hooks, the budget.
+        in_order(
+            &p,
+            &[
+                "local checks",
+                "never bypass hooks",
+                "five-hour mark",
+                "draft pull\n   request",
+            ],
+        );
     }
 
     #[test]

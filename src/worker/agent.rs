@@ -131,13 +131,16 @@ impl Drop for RunningAgent {
 }
 
 /// Starts `argv` as the agent in `cwd`, writes `prompt` to its stdin and
-/// closes it; stdout and stderr are appended to `debug_log`.
+/// closes it; stdout and stderr are appended to `debug_log`, with Claude
+/// Code's own debug logging on (`ANTHROPIC_LOG=debug`: the `claude-debug`
+/// stream). `path` is the agent's `PATH` when it runs as another user.
 pub async fn start(
     argv: &[String],
     identity: &AgentIdentity,
     cwd: &Path,
     prompt: &str,
     debug_log: &Path,
+    path: &str,
 ) -> anyhow::Result<RunningAgent> {
     let (program, args) = argv.split_first().context("the agent command is empty")?;
     if let Some(dir) = debug_log.parent() {
@@ -156,6 +159,7 @@ pub async fn start(
         .stderr(Stdio::from(log))
         .process_group(0)
         .kill_on_drop(true);
+    cmd.env("ANTHROPIC_LOG", "debug");
     match &identity.user {
         Some(user) => {
             cmd.env_clear()
@@ -164,7 +168,8 @@ pub async fn start(
                 .env("LOGNAME", &user.name)
                 .env("SHELL", "/bin/bash")
                 .env("LANG", "C.UTF-8")
-                .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+                .env("PATH", path)
+                .env("ANTHROPIC_LOG", "debug")
                 .uid(user.uid)
                 .gid(user.gid);
         }
@@ -235,7 +240,9 @@ mod tests {
             "echo \"$(id -u) $HOME $USER ${CARGO_PKG_NAME:-unset}\"",
         ]
         .map(String::from);
-        let mut agent = start(&argv, &identity, dir.path(), "", &log).await.unwrap();
+        let mut agent = start(&argv, &identity, dir.path(), "", &log, "/usr/bin:/bin")
+            .await
+            .unwrap();
         assert!(agent.wait().await.unwrap().success());
         assert_eq!(
             std::fs::read_to_string(&log).unwrap(),
@@ -254,10 +261,10 @@ mod tests {
         let argv = [
             "bash",
             "-c",
-            "echo \"home=$HOME\"; cat; echo oops >&2; exit 3",
+            "echo \"home=$HOME $ANTHROPIC_LOG\"; cat; echo oops >&2; exit 3",
         ]
         .map(String::from);
-        let mut agent = start(&argv, &identity, dir.path(), "the prompt\n", &log)
+        let mut agent = start(&argv, &identity, dir.path(), "the prompt\n", &log, "")
             .await
             .unwrap();
         let status = agent.wait().await.unwrap();
@@ -265,7 +272,7 @@ mod tests {
         let text = std::fs::read_to_string(&log).unwrap();
         assert_eq!(
             text,
-            format!("home={}\nthe prompt\noops\n", dir.path().display())
+            format!("home={} debug\nthe prompt\noops\n", dir.path().display())
         );
     }
 }

@@ -98,10 +98,26 @@ pub struct WorkerConfig {
     pub git_user_name: String,
     #[serde(default = "default_git_user_email")]
     pub git_user_email: String,
-    /// The backstop: past this, the agent is stopped, the run finalized
-    /// with outcome `timeout`, and the instance terminated.
+    /// The worker's deadline, counted from boot: past this, the agent is
+    /// stopped, the run finalized with outcome `timeout`, and the instance
+    /// terminated. It comes before the user data's six-hour backstop timer.
     #[serde(default = "default_max_runtime_seconds")]
     pub max_runtime_seconds: u64,
+    /// The file where the user data recorded the boot's epoch seconds:
+    /// `started_at`, durations and the deadline count from it. Missing or
+    /// unreadable, they count from the worker's own start.
+    #[serde(default = "default_boot_epoch_file")]
+    pub boot_epoch_file: String,
+    /// The agent's `PATH` when the worker runs it as another user (the
+    /// toolchain of worker-contracts.md §1).
+    #[serde(default = "default_agent_path")]
+    pub agent_path: String,
+    /// Seconds to wait after the final push, so the next scrape lands.
+    #[serde(default = "default_final_push_pause")]
+    pub final_push_pause_seconds: u64,
+    /// Seconds to wait before terminating, so the log shippers flush.
+    #[serde(default = "default_terminate_pause")]
+    pub terminate_pause_seconds: u64,
     /// The worker exporter's listen address (the manager scrapes :9101).
     #[serde(default = "default_exporter_listen")]
     pub exporter_listen: SocketAddr,
@@ -142,8 +158,31 @@ pub(super) fn default_git_user_email() -> String {
     "devstack-worker@users.noreply.github.com".into()
 }
 
-/// Six hours, the platform's hard backstop.
-pub const DEFAULT_MAX_RUNTIME_SECONDS: u64 = 6 * 3600;
+/// Five hours fifty from boot: ten minutes before the user data's
+/// six-hour backstop timer, so the worker finalizes with `timeout` itself.
+pub const DEFAULT_MAX_RUNTIME_SECONDS: u64 = 6 * 3600 - 10 * 60;
+
+/// Where the user data records the boot's epoch seconds.
+pub const BOOT_EPOCH_FILE: &str = "/var/lib/devstack/boot-epoch";
+
+/// The agent's PATH: Go, then the tools the user data installs.
+pub const AGENT_PATH: &str = "/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin";
+
+pub(super) fn default_boot_epoch_file() -> String {
+    BOOT_EPOCH_FILE.into()
+}
+
+pub(super) fn default_agent_path() -> String {
+    AGENT_PATH.into()
+}
+
+pub(super) fn default_final_push_pause() -> u64 {
+    2
+}
+
+pub(super) fn default_terminate_pause() -> u64 {
+    10
+}
 
 pub(super) fn default_max_runtime_seconds() -> u64 {
     DEFAULT_MAX_RUNTIME_SECONDS

@@ -2,6 +2,10 @@
 //! `developer_worker_exporter` job): exactly the worker metrics of
 //! platform.md §5, in the Prometheus text format 0.0.4, and nothing else.
 //!
+//! Beyond platform.md §5's list it serves `developer_worker_boot_seconds`
+//! (labelled `sow`, `instance_id`), boot to agent start, once the agent
+//! started: the dashboard's dispatch-to-agent time.
+//!
 //! The lifecycle writes the state and the session counts into [`Metrics`];
 //! the server only reads them. No process or runtime metrics are added:
 //! node_exporter on :9100 covers the host.
@@ -68,6 +72,8 @@ pub struct Metrics {
 struct Live {
     state: WorkerState,
     session: SessionStats,
+    /// Boot to the agent's start, once it started.
+    boot_seconds: Option<i64>,
 }
 
 impl Metrics {
@@ -80,6 +86,7 @@ impl Metrics {
             inner: Mutex::new(Live {
                 state: WorkerState::Booting,
                 session: SessionStats::default(),
+                boot_seconds: None,
             }),
         }
     }
@@ -94,8 +101,20 @@ impl Metrics {
         tracing::info!(state = state.as_str(), "worker state");
     }
 
+    /// The `started_at` label: the boot's epoch seconds.
+    pub fn started_at(&self) -> i64 {
+        self.started_at
+    }
+
     pub fn state(&self) -> WorkerState {
         self.live().state
+    }
+
+    /// How long the boot took: from the instance's boot to the agent's
+    /// start (`developer_worker_boot_seconds`).
+    pub fn set_boot_seconds(&self, seconds: i64) {
+        self.live().boot_seconds = Some(seconds.max(0));
+        tracing::info!(seconds, "boot to agent start");
     }
 
     pub fn set_session(&self, stats: &SessionStats) {
@@ -137,10 +156,24 @@ impl Metrics {
             &mut out,
             "developer_worker_uptime_seconds",
             "gauge",
-            "Seconds since the worker started.",
+            "Seconds since the instance booted.",
         );
         let uptime = now.saturating_duration_since(self.started).as_secs_f64();
         let _ = writeln!(out, "developer_worker_uptime_seconds {uptime:.3}");
+        if let Some(boot) = live.boot_seconds {
+            family(
+                &mut out,
+                "developer_worker_boot_seconds",
+                "gauge",
+                "Seconds from the instance's boot to the agent's start.",
+            );
+            let _ = writeln!(
+                out,
+                "developer_worker_boot_seconds{{sow=\"{}\",instance_id=\"{}\"}} {boot}",
+                escape(&self.sow),
+                escape(&self.instance_id),
+            );
+        }
         family(
             &mut out,
             "developer_claude_tool_calls_total",
@@ -239,6 +272,7 @@ mod tests {
         stats.messages.insert("assistant".into(), 4);
         stats.prs.insert("https://github.com/o/r/pull/1".into());
         m.set_session(&stats);
+        m.set_boot_seconds(95);
         let text = m.render(started + Duration::from_millis(12_500));
         let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(
@@ -251,6 +285,7 @@ mod tests {
                 r#"developer_worker_state{state="opening_prs"} 0"#,
                 r#"developer_worker_state{state="terminating"} 0"#,
                 "developer_worker_uptime_seconds 12.500",
+                r#"developer_worker_boot_seconds{sow="sows/a\"b.md",instance_id="i-0abc"} 95"#,
                 r#"developer_claude_tool_calls_total{tool="Bash"} 3"#,
                 r#"developer_claude_tool_calls_total{tool="Read"} 1"#,
                 r#"developer_claude_messages_total{role="assistant"} 4"#,
@@ -264,6 +299,7 @@ mod tests {
                 "# TYPE developer_worker_info gauge",
                 "# TYPE developer_worker_state gauge",
                 "# TYPE developer_worker_uptime_seconds gauge",
+                "# TYPE developer_worker_boot_seconds gauge",
                 "# TYPE developer_claude_tool_calls_total counter",
                 "# TYPE developer_claude_messages_total counter",
                 "# TYPE developer_prs_opened_total counter",

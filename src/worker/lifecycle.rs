@@ -9,6 +9,16 @@
 //!   → terminating: TerminateInstances on itself
 //! ```
 //!
+//! Time counts from boot: the user data records the boot's epoch seconds
+//! (`boot_epoch_file`), and `started_at`, the run's duration, the uptime
+//! and the deadline (`max_runtime_seconds`, 5 h 50 by default, before the
+//! user data's six-hour backstop timer) all start there. A SIGTERM (the
+//! instance stopped or terminated under the worker) finalizes the run too,
+//! as `error`, with shorter step budgets that fit the unit's stop timeout.
+//! After the push the worker waits `final_push_pause_seconds` (the next
+//! scrape lands), before terminating `terminate_pause_seconds` (the log
+//! shippers flush).
+//!
 //! Every path ends the same way. Whatever fails before or during the
 //! agent's run, the worker still pushes its summary, releases its lock
 //! (outcome `error`) and terminates its instance; a failing finalize step
@@ -32,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use aws_smithy_types::error::display::DisplayErrorContext;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::RwLock;
 use tokio::task::JoinHandle;
 
@@ -52,7 +63,34 @@ const SESSION_POLL: Duration = Duration::from_secs(1);
 /// Each finalize step (push, release) gets this long, even after the
 /// backstop fired: the instance must go.
 const FINALIZE_STEP_BUDGET: Duration = Duration::from_secs(90);
+/// After a SIGTERM each step gets less: push, release and terminate (with
+/// the pauses) must fit the unit's `TimeoutStopSec` (120 s).
+const SIGTERM_STEP_BUDGET: Duration = Duration::from_secs(25);
 const TERMINATE_ATTEMPTS: u32 = 5;
+
+/// Why the work stopped before the agent exited.
+enum Stop {
+    Deadline,
+    Sigterm,
+}
+
+/// The boot's epoch seconds, as the user data recorded them; `now` (the
+/// worker's own start) when the file is missing or unreadable.
+fn boot_epoch(file: &str, now: i64) -> i64 {
+    match std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i64>().ok())
+    {
+        Some(boot) if boot > 0 && boot <= now => boot,
+        _ => {
+            tracing::warn!(
+                file,
+                "no boot time recorded: counting from the worker's start"
+            );
+            now
+        }
+    }
+}
 
 /// The settings the whole run relies on, finalize included. They cannot
 /// fail to resolve: anything about the settings that can be wrong (the
@@ -130,9 +168,17 @@ pub struct Report {
 /// Runs the worker's life to its end. An `Err` means it could not even
 /// learn its instance id; everything after that ends in a [`Report`].
 pub async fn run(settings: &Settings, services: &Services) -> anyhow::Result<Report> {
-    let started = Instant::now();
-    let started_at = epoch_now();
-    let deadline = tokio::time::Instant::from_std(started + settings.max_runtime);
+    // Everything counts from boot (the user data recorded it): started_at,
+    // the durations, the uptime, and the deadline, which falls before the
+    // user data's six-hour backstop timer.
+    let now = epoch_now();
+    let started_at = boot_epoch(&settings.config.boot_epoch_file, now);
+    let since_boot = Duration::from_secs(u64::try_from(now - started_at).unwrap_or(0));
+    let started = Instant::now()
+        .checked_sub(since_boot)
+        .unwrap_or_else(Instant::now);
+    let deadline = tokio::time::Instant::now() + settings.max_runtime.saturating_sub(since_boot);
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
 
     let instance_id = instance_id(settings, services).await?;
     tracing::info!(
@@ -169,13 +215,26 @@ pub async fn run(settings: &Settings, services: &Services) -> anyhow::Result<Rep
         readable_log: None,
         refresher: None,
     };
-    let outcome = match tokio::time::timeout_at(deadline, run.work()).await {
-        Err(_) => {
+    let mut budget = FINALIZE_STEP_BUDGET;
+    let worked = tokio::select! {
+        worked = tokio::time::timeout_at(deadline, run.work()) => worked.map_err(|_| Stop::Deadline),
+        _ = sigterm.recv() => Err(Stop::Sigterm),
+    };
+    let outcome = match worked {
+        Err(Stop::Deadline) => {
             tracing::error!(
                 max_runtime_seconds = settings.max_runtime.as_secs(),
-                "the max-runtime backstop fired: stopping the agent"
+                "the deadline passed (counted from boot): stopping the agent"
             );
             Outcome::Timeout
+        }
+        Err(Stop::Sigterm) => {
+            // The instance is being stopped or terminated under the worker
+            // (by hand, or the backstop timer): finalize quickly, within
+            // the unit's TimeoutStopSec.
+            tracing::error!("SIGTERM: stopping the agent and finalizing the run");
+            budget = SIGTERM_STEP_BUDGET;
+            Outcome::Error
         }
         Ok(Ok(status)) if status.success() => {
             tracing::info!("the agent finished");
@@ -215,6 +274,7 @@ pub async fn run(settings: &Settings, services: &Services) -> anyhow::Result<Rep
         prs_opened: stats.prs.len() as u64,
     };
     let pushed = bounded(
+        budget,
         "push the run summary",
         push::push(
             &services.http,
@@ -224,6 +284,13 @@ pub async fn run(settings: &Settings, services: &Services) -> anyhow::Result<Rep
         ),
     )
     .await;
+    if pushed.is_some() {
+        // Let the next scrape of the gateway land before anything else.
+        tokio::time::sleep(Duration::from_secs(
+            settings.config.final_push_pause_seconds,
+        ))
+        .await;
+    }
     // Only the lock that names this instance: a worker superseded by a
     // later dispatch of the same ticket cannot free its successor's lock.
     let release = ReleaseRequest {
@@ -234,6 +301,7 @@ pub async fn run(settings: &Settings, services: &Services) -> anyhow::Result<Rep
         model: stats.model.clone(),
     };
     let released = bounded(
+        budget,
         "release the lock",
         services.registry.release(&release, finished_at),
     )
@@ -250,6 +318,12 @@ pub async fn run(settings: &Settings, services: &Services) -> anyhow::Result<Rep
     }
 
     metrics.set_state(WorkerState::Terminating);
+    // Let the CloudWatch agent and Promtail ship the last lines.
+    tracing::info!(
+        seconds = settings.config.terminate_pause_seconds,
+        "terminating after the log shippers flush"
+    );
+    tokio::time::sleep(Duration::from_secs(settings.config.terminate_pause_seconds)).await;
     let terminated = terminate(&services.ec2, &instance_id).await;
     if let Some(task) = exporter {
         task.abort();
@@ -283,10 +357,11 @@ async fn instance_id(settings: &Settings, services: &Services) -> anyhow::Result
 
 /// Runs one finalize step within its budget; `None` when it failed.
 async fn bounded<T>(
+    budget: Duration,
     what: &str,
     step: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> Option<T> {
-    match tokio::time::timeout(FINALIZE_STEP_BUDGET, step).await {
+    match tokio::time::timeout(budget, step).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
             tracing::error!(error = %format!("{e:#}"), "cannot {what}");
@@ -294,7 +369,7 @@ async fn bounded<T>(
         }
         Err(_) => {
             tracing::error!(
-                budget_seconds = FINALIZE_STEP_BUDGET.as_secs(),
+                budget_seconds = budget.as_secs(),
                 "cannot {what}: it took too long"
             );
             None
@@ -414,6 +489,15 @@ impl Run<'_> {
         if let Some((uid, gid)) = owner {
             chown_tree(workspace, uid, gid)?;
         }
+        let mut cloned = vec![docs.clone()];
+        cloned.extend(
+            ticket
+                .repos
+                .iter()
+                .filter(|r| *r != &cfg.docs_repo)
+                .map(|r| workspace.join(r)),
+        );
+        super::hooks::arm_pre_push(&cloned, agent, &cfg.agent_path).await;
 
         // working
         self.metrics.set_state(WorkerState::Working);
@@ -427,8 +511,11 @@ impl Run<'_> {
             workspace,
             &prompt,
             Path::new(&cfg.logs.claude_debug),
+            &cfg.agent_path,
         )
         .await?;
+        self.metrics
+            .set_boot_seconds(epoch_now() - self.metrics.started_at());
         let mut poll = tokio::time::interval(SESSION_POLL);
         let status = loop {
             tokio::select! {

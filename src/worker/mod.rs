@@ -21,6 +21,7 @@ pub mod exporter;
 mod fsutil;
 pub mod git;
 pub mod github;
+pub mod hooks;
 pub mod imds;
 pub mod lifecycle;
 pub mod push;

@@ -16,9 +16,17 @@
 //!   are, so they must use only `[A-Za-z0-9._/:#@+=-]`: paths, names, an
 //!   IP address. `worker.toml` is written by the TOML serializer instead.
 //!
+//! The script (worker/user-data.sh.tpl) installs the toolchain and the
+//! pinned plugins of worker-contracts.md §1–§2, logs each boot phase with
+//! its duration, records the boot time for the worker, and on a failure
+//! before the worker takes over pushes an `outcome="error"` summary and
+//! frees the lock and slot with the AWS CLI. Its shell functions sit
+//! between `# ==== functions: begin` and `# ==== functions: end` markers so
+//! that tests run them alone against stand-ins (plugins) and moto (release).
+//!
 //! Anything left as `{{…}}` after filling is an error. The script is
 //! gzipped (cloud-init detects it) and base64-encoded for the EC2 API; the
-//! encoded form must fit [`USER_DATA_LIMIT`].
+//! gzip bytes (EC2's "raw form, before base64") must fit [`USER_DATA_LIMIT`].
 
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -31,8 +39,9 @@ use super::config::{self, default_agent_command, LogPaths, WorkerConfig, AGENT_U
 use crate::stack::env::Env;
 use crate::ticket::{check_ticket_path, slug, TicketPathError};
 
-/// EC2's user-data limit, applied to the base64-encoded form (AWS counts
-/// the raw bytes, so this errs on the safe side).
+/// EC2's user-data limit. AWS applies it to the user data "in raw form,
+/// before it is base64-encoded" (EC2 User Guide, "Work with instance user
+/// data"): here, the gzip bytes dispatch sends.
 pub const USER_DATA_LIMIT: usize = 16 * 1024;
 
 const USER_DATA: &str = include_str!("../../worker/user-data.sh.tpl");
@@ -131,6 +140,10 @@ impl UserDataParams {
             git_user_name: config::default_git_user_name(),
             git_user_email: config::default_git_user_email(),
             max_runtime_seconds: config::default_max_runtime_seconds(),
+            boot_epoch_file: config::default_boot_epoch_file(),
+            agent_path: config::default_agent_path(),
+            final_push_pause_seconds: config::default_final_push_pause(),
+            terminate_pause_seconds: config::default_terminate_pause(),
             exporter_listen: config::default_exporter_listen(),
             logs: LogPaths::default(),
         }
@@ -142,6 +155,9 @@ impl UserDataParams {
 pub struct RenderedUserData {
     /// The script, for reading and for `shellcheck`.
     pub script: String,
+    /// The script gzipped: what EC2 receives (before the API's base64)
+    /// and what its 16 KB limit is checked on.
+    pub gzip: Vec<u8>,
     /// gzip, then base64: the `UserData` of RunInstances or a launch template.
     pub ec2_base64: String,
 }
@@ -150,7 +166,7 @@ pub struct RenderedUserData {
 #[derive(Debug, thiserror::Error)]
 pub enum UserDataError {
     #[error(
-        "the worker user data is {bytes} bytes gzipped and base64-encoded; EC2 accepts at most {limit}"
+        "the worker user data is {bytes} bytes gzipped; EC2 accepts at most {limit} (before base64)"
     )]
     TooLarge { bytes: usize, limit: usize },
     #[error("user data value `{name}` is unsafe: {reason}")]
@@ -218,9 +234,15 @@ pub fn render_user_data(params: &UserDataParams) -> Result<RenderedUserData, Use
             )?,
         ),
     ];
+    let config = params.worker_config();
+    let pushgateway = config.pushgateway();
     let words: &[(&'static str, &str)] = &[
         ("env_name", &params.env_name),
         ("ticket_path", &params.ticket_path),
+        ("dispatch_id", &params.dispatch_id),
+        ("pushgateway_url", &pushgateway),
+        ("agent_path", &config.agent_path),
+        ("boot_epoch_file", &config.boot_epoch_file),
         ("region", &params.region),
         ("runs_table", &params.runs_table),
         ("devstack_url", &params.binary.url),
@@ -247,14 +269,19 @@ fn encode(script: String) -> Result<RenderedUserData, UserDataError> {
     // way and the launch template shows no drift between releases.
     let mut gz = GzEncoder::new(Vec::new(), Compression::best());
     gz.write_all(script.as_bytes())?;
-    let ec2_base64 = base64::engine::general_purpose::STANDARD.encode(gz.finish()?);
-    if ec2_base64.len() > USER_DATA_LIMIT {
+    let gzip = gz.finish()?;
+    if gzip.len() > USER_DATA_LIMIT {
         return Err(UserDataError::TooLarge {
-            bytes: ec2_base64.len(),
+            bytes: gzip.len(),
             limit: USER_DATA_LIMIT,
         });
     }
-    Ok(RenderedUserData { script, ec2_base64 })
+    let ec2_base64 = base64::engine::general_purpose::STANDARD.encode(&gzip);
+    Ok(RenderedUserData {
+        script,
+        gzip,
+        ec2_base64,
+    })
 }
 
 fn check_binary(binary: &DevstackBinary) -> Result<(), UserDataError> {

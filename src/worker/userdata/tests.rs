@@ -1,6 +1,8 @@
 //! The worker user data: size, escaping, what it writes, and shellcheck.
 
 use std::io::Read as _;
+
+use base64::Engine as _;
 use std::process::Command;
 
 use proptest::prelude::*;
@@ -84,11 +86,15 @@ fn shellcheck(script: &str) {
 fn renders_well_under_the_ec2_limit() {
     let rendered = render();
     assert!(
-        rendered.ec2_base64.len() < USER_DATA_LIMIT / 2,
-        "{} bytes encoded",
-        rendered.ec2_base64.len()
+        rendered.gzip.len() < USER_DATA_LIMIT / 2,
+        "{} bytes gzipped",
+        rendered.gzip.len()
     );
     assert_eq!(gunzip_base64(&rendered.ec2_base64), rendered.script);
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD.encode(&rendered.gzip),
+        rendered.ec2_base64
+    );
 }
 
 #[test]
@@ -105,6 +111,9 @@ fn every_placeholder_is_filled() {
     let script = render().script;
     assert!(next_placeholder(&script).is_none(), "{script}");
     assert!(script.starts_with("#!/bin/bash\n"), "{script}");
+    // Without -E a failure inside a function would exit without the ERR
+    // trap: no report, no release.
+    assert!(script.contains("\nset -Eeuo pipefail\n"), "{script}");
     assert!(
         script.contains("readonly TICKET_PATH='sows/rest-timer.md'\n"),
         "{script}"
@@ -135,6 +144,10 @@ fn every_tool_is_pinned_to_a_version() {
         "CWAGENT_VERSION",
         "NODE_EXPORTER_VERSION",
         "PROMTAIL_VERSION",
+        "GO_VERSION",
+        "GOLANGCI_LINT_VERSION",
+        "UV_VERSION",
+        "PRE_COMMIT_VERSION",
     ] {
         let line = script
             .lines()
@@ -152,6 +165,87 @@ fn every_tool_is_pinned_to_a_version() {
     }
     assert!(script.contains("\"@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}\""));
     assert!(script.contains("sha256sum --check"));
+    // worker-contracts.md §1: the exact versions, and the published digests.
+    for line in [
+        "readonly GO_VERSION=1.22.5",
+        "readonly GO_SHA256=904b924d435eaea086515bc63235b192ea441bd8c9b198c507e85009e6e4c7f0",
+        "readonly GOLANGCI_LINT_VERSION=2.12.2",
+        "readonly GOLANGCI_LINT_SHA256=8df580d2670fed8fa984aac0507099af8df275e665215f5c7a2ae3943893a553",
+        "readonly NODE_VERSION=20.",
+        "readonly PRE_COMMIT_VERSION=3.",
+    ] {
+        assert!(script.contains(line), "missing {line}");
+    }
+    // Every download is checked: a pinned digest or the release's own sums.
+    let downloads =
+        script.matches("fetch_sha256 \"").count() + script.matches("fetch_sums \"").count();
+    assert_eq!(
+        downloads, 8,
+        "go, golangci-lint, uv, node, gh, jq, node_exporter, promtail"
+    );
+    for tool in [
+        "go${GO_VERSION}.linux-amd64.tar.gz\" \"$GO_SHA256\"",
+        "\"$GOLANGCI_LINT_SHA256\"",
+        "\"$UV_SHA256\"",
+        "SHASUMS256.txt",
+        "gh_${GH_VERSION}_checksums.txt",
+        "uv tool install --python python3 \"pre-commit==${PRE_COMMIT_VERSION}\"",
+        "gcc make python3 python3-pip",
+    ] {
+        assert!(script.contains(tool), "missing {tool}");
+    }
+    assert!(!script.contains("curl -fsSL --retry 5 --retry-connrefused \"$gh_release"));
+}
+
+#[test]
+fn sow_and_dx_user_data_pass_shellcheck_with_tools_plugins_and_reporting() {
+    for ticket in ["sows/rest-timer.md", "dx/workout-log.md"] {
+        let mut p = params();
+        p.ticket_path = ticket.into();
+        let script = render_user_data(&p).unwrap().script;
+        shellcheck(&script);
+        assert!(
+            script.contains(&format!("readonly TICKET_PATH='{ticket}'\n")),
+            "{script}"
+        );
+        // The toolchain on the agent's PATH (Go's own directory first).
+        assert!(
+            script
+                .contains("readonly AGENT_PATH='/usr/local/go/bin:/usr/local/bin:/usr/bin:/bin'\n"),
+            "{script}"
+        );
+        // Both plugins, pinned to their commits.
+        let plugins = embedded_file(&script, "/etc/devstack/claude-plugins.txt");
+        assert!(plugins.contains(
+            "superpowers-marketplace obra/superpowers-marketplace 6be22035d873c31ca246db4f4932a1098aea46fc superpowers obra/superpowers@6fd4507659784c351abbd2bc264c7162cfd386dc"
+        ), "{plugins}");
+        assert!(plugins.contains(
+            "claude-plugins-official anthropics/claude-plugins-official de573bd84695c6657b28f05ffe32c37bb54d1f55 frontend-design -"
+        ), "{plugins}");
+        assert!(script.contains("install_plugins /etc/devstack/claude-plugins.txt"));
+        // The pre-push hooks are armed by `devstack worker run` after the
+        // clones (src/worker/hooks.rs), with these tools.
+        assert!(script.contains("/usr/local/bin --strip-components=1 \"$gcl/golangci-lint\""));
+        // A bootstrap failure reports and releases; the boot is timed.
+        assert!(script.contains("trap 'on_error $LINENO; terminate' ERR"));
+        assert!(script.contains("readonly PUSHGATEWAY_URL='http://10.20.2.15:9091'\n"));
+        assert!(script.contains("readonly DISPATCH_ID='6a1f3c9e-1b2d-4c5e-8f70-112233445566'\n"));
+        for phase in [
+            "instance-id",
+            "devstack",
+            "packages",
+            "observability",
+            "toolchain",
+            "node-and-claude",
+            "plugins",
+        ] {
+            assert!(
+                script.contains(&format!("\nphase {phase}\n")),
+                "no phase {phase}"
+            );
+        }
+        assert!(script.contains("--on-boot=6h"));
+    }
 }
 
 #[test]
@@ -266,8 +360,10 @@ fn the_units_are_installed_and_the_worker_started() {
     );
     let node = embedded_file(&script, "/etc/systemd/system/node_exporter.service");
     assert!(node.contains("--web.listen-address=:9100"), "{node}");
-    let plugins = embedded_file(&script, "/etc/devstack/claude-plugins.txt");
-    assert!(plugins.contains("frontend-design@"), "{plugins}");
+    assert!(
+        worker.contains("TimeoutStopSec=120"),
+        "SIGTERM finalizes within the stop timeout: {worker}"
+    );
     assert!(script.contains("systemctl start --no-block devstack-worker.service"));
 }
 
@@ -504,4 +600,176 @@ proptest! {
         prop_assert!(out.status.success());
         prop_assert_eq!(String::from_utf8_lossy(&out.stdout), value);
     }
+}
+
+/// The script's functions section (between its markers), which tests run
+/// alone with their own settings in front.
+pub(crate) fn functions_section(script: &str) -> String {
+    let begin = script
+        .find("# ==== functions: begin")
+        .expect("functions begin marker");
+    let end = script
+        .find("# ==== functions: end")
+        .expect("functions end marker");
+    script[begin..end].to_string()
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(dir)
+        .args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A repository `<base>/<owner>/<name>.git` with `files`, and a second
+/// commit on top: the pinned commit is the first, not the tip. Its sha.
+fn pinned_repo(base: &std::path::Path, path: &str, files: &[(&str, &str)]) -> String {
+    let dir = base.join(format!("{path}.git"));
+    std::fs::create_dir_all(&dir).unwrap();
+    git(&dir, &["init", "-q"]);
+    for (name, text) in files {
+        let file = dir.join(name);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, text).unwrap();
+    }
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "pinned"]);
+    let sha = git(&dir, &["rev-parse", "HEAD"]);
+    std::fs::write(dir.join("LATER"), "not pinned\n").unwrap();
+    git(&dir, &["add", "-A"]);
+    git(&dir, &["commit", "-q", "-m", "later"]);
+    sha
+}
+
+#[test]
+fn a_failing_plugin_install_is_logged_and_the_boot_goes_on() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let git_base = root.join("git");
+    let market = pinned_repo(
+        &git_base,
+        "obra/superpowers-marketplace",
+        &[(
+            ".claude-plugin/marketplace.json",
+            r#"{"name":"superpowers-marketplace","plugins":[{"name":"superpowers","source":{"source":"github","repo":"obra/superpowers"}}]}"#,
+        )],
+    );
+    let source = pinned_repo(&git_base, "obra/superpowers", &[("README.md", "skills\n")]);
+    let official = pinned_repo(
+        &git_base,
+        "anthropics/claude-plugins-official",
+        &[(
+            ".claude-plugin/marketplace.json",
+            r#"{"name":"claude-plugins-official","plugins":[]}"#,
+        )],
+    );
+    let list = root.join("claude-plugins.txt");
+    std::fs::write(
+        &list,
+        format!(
+            "# comment\n\nsuperpowers-marketplace obra/superpowers-marketplace {market} superpowers obra/superpowers@{source}\n\
+             broken-marketplace obra/no-such-repo {market} nothing -\n\
+             claude-plugins-official anthropics/claude-plugins-official {official} frontend-design -\n"
+        ),
+    )
+    .unwrap();
+    // A stand-in `claude`: records each call; the superpowers install fails.
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let claude = bin.join("claude");
+    std::fs::write(
+        &claude,
+        format!(
+            "#!/bin/bash\necho \"$*\" >>{}\n[ \"$*\" = \"plugin install superpowers@superpowers-marketplace\" ] && {{ echo 'marketplace hiccup' >&2; exit 1; }}\nexit 0\n",
+            root.join("calls.log").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let me = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout).unwrap();
+    let script = format!(
+        "set -Eeuo pipefail\ntrap 'echo BOOT FAILED; exit 9' ERR\nBOOT_EPOCH=$(date +%s)\nAGENT_USER={me}\nAGENT_PATH=$PATH\nPLUGIN_GIT_BASE=file://{git}\nPLUGIN_ROOT={plugins}\n{functions}\ninstall_plugins {list}\necho 'the boot goes on'\n",
+        me = me.trim(),
+        git = git_base.display(),
+        plugins = root.join("plugins").display(),
+        functions = functions_section(&render().script),
+        list = list.display(),
+    );
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .env(
+            "PATH",
+            format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("the boot goes on"), "{stdout}");
+    assert!(!stdout.contains("BOOT FAILED"), "{stdout}");
+    assert!(
+        stderr.contains("plugin superpowers@superpowers-marketplace was NOT installed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("plugin nothing@broken-marketplace was NOT installed"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "plugin frontend-design@claude-plugins-official installed (anthropics/claude-plugins-official@{official})"
+        )),
+        "{stdout}"
+    );
+    // Each marketplace is the pinned commit, not its branch's tip, and
+    // superpowers' marketplace points at its own pinned clone.
+    let plugins = root.join("plugins");
+    assert_eq!(
+        git(
+            &plugins.join("claude-plugins-official"),
+            &["rev-parse", "HEAD"]
+        ),
+        official
+    );
+    assert!(!plugins.join("claude-plugins-official/LATER").exists());
+    let sp = plugins.join("superpowers-marketplace");
+    assert_eq!(git(&sp, &["rev-parse", "HEAD"]), market);
+    assert_eq!(
+        git(&sp.join("pinned/superpowers"), &["rev-parse", "HEAD"]),
+        source
+    );
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(sp.join(".claude-plugin/marketplace.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(manifest["plugins"][0]["source"], "./pinned/superpowers");
+    let calls = std::fs::read_to_string(root.join("calls.log")).unwrap();
+    assert_eq!(
+        calls,
+        format!(
+            "plugin marketplace add {sp}\nplugin install superpowers@superpowers-marketplace\n\
+             plugin marketplace add {off}\nplugin install frontend-design@claude-plugins-official\n",
+            sp = sp.display(),
+            off = plugins.join("claude-plugins-official").display()
+        )
+    );
 }
