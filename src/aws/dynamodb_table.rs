@@ -265,7 +265,11 @@ impl DynamoDbTableKind {
     /// change in the stack still updates them; a tag changed outside
     /// devstack is not seen by a plan). `recorded_tags` is `None` for a
     /// table found by name (adoption), whose tags are always read.
-    async fn read_one(&self, name: &str, recorded_tags: Option<Tags>) -> ProviderResult<Option<Live>> {
+    async fn read_one(
+        &self,
+        name: &str,
+        recorded_tags: Option<Tags>,
+    ) -> ProviderResult<Option<Live>> {
         let (table, ttl) = self.describe_and_ttl(name).await?;
         let Some(table) = table else {
             return Ok(None);

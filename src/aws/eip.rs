@@ -114,7 +114,9 @@ impl Kind for EipKind {
     }
 
     async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
-        self.refresh.warm(FAMILY, |f| describe_addresses(&self.ec2, f)).await;
+        self.refresh
+            .warm(FAMILY, |f| describe_addresses(&self.ec2, f))
+            .await;
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {

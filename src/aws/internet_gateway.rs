@@ -148,7 +148,10 @@ impl Kind for InternetGatewayKind {
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = self.refresh.owned(FAMILY, meta, |f| self.describe(f)).await?;
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| self.describe(f))
+            .await?;
         Ok(tags::by_owned_address(
             meta,
             items,

@@ -440,7 +440,9 @@ impl Kind for LaunchTemplateKind {
             return;
         }
         let keys: Vec<String> = names.iter().map(|n| version_key(n)).collect();
-        let list = self.refresh.shared(BY_NAME, |_| self.by_name(names.clone()));
+        let list = self
+            .refresh
+            .shared(BY_NAME, |_| self.by_name(names.clone()));
         let versions = futures::future::join_all(
             names
                 .iter()
@@ -458,12 +460,17 @@ impl Kind for LaunchTemplateKind {
         if let Some(Ok(list)) = self
             .refresh
             .shared::<Vec<aws_sdk_ec2::types::LaunchTemplate>, _, _>(BY_NAME, |_| async {
-                Err(ProviderError::new("the launch templates were not prefetched"))
+                Err(ProviderError::new(
+                    "the launch templates were not prefetched",
+                ))
             })
             .await
         {
             for t in list.iter() {
-                if !items.iter().any(|i| t.launch_template_id() == Some(i.id.as_str())) {
+                if !items
+                    .iter()
+                    .any(|i| t.launch_template_id() == Some(i.id.as_str()))
+                {
                     continue;
                 }
                 let name = t.launch_template_name().unwrap_or_default();

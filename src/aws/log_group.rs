@@ -115,7 +115,9 @@ impl LogGroupKind {
     /// The group by name, shared with the refresh's prefetch.
     async fn describe_shared(&self, name: &str) -> ProviderResult<Option<SdkLogGroup>> {
         self.refresh
-            .or_fetch(&format!("logs:DescribeLogGroups:{name}"), || self.describe(name))
+            .or_fetch(&format!("logs:DescribeLogGroups:{name}"), || {
+                self.describe(name)
+            })
             .await
     }
 
@@ -125,7 +127,11 @@ impl LogGroupKind {
     /// tags state recorded stand for them (a change in the stack still
     /// updates them; a tag changed outside devstack is not seen by a plan).
     /// `recorded_tags` is `None` for a group found by name (adoption).
-    async fn read_one(&self, name: &str, recorded_tags: Option<Tags>) -> ProviderResult<Option<Live>> {
+    async fn read_one(
+        &self,
+        name: &str,
+        recorded_tags: Option<Tags>,
+    ) -> ProviderResult<Option<Live>> {
         let Some(g) = self.describe_shared(name).await? else {
             return Ok(None);
         };

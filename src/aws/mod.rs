@@ -81,18 +81,54 @@ impl AwsProvider {
         let ec2 = aws_sdk_ec2::Client::new(config);
         let iam = aws_sdk_iam::Client::new(config);
         let kinds: Vec<Arc<dyn Kind>> = vec![
-            Arc::new(vpc::VpcKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(subnet::SubnetKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(internet_gateway::InternetGatewayKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(route_table::RouteTableKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(route_table_association::RouteTableAssociationKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(security_group::SecurityGroupKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(security_group_rules::SecurityGroupRulesKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(launch_template::LaunchTemplateKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(instance::InstanceKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(ebs_volume::EbsVolumeKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(volume_attachment::VolumeAttachmentKind { ec2: ec2.clone(), refresh: r() }),
-            Arc::new(eip::EipKind { ec2: ec2.clone(), refresh: r() }),
+            Arc::new(vpc::VpcKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(subnet::SubnetKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(internet_gateway::InternetGatewayKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(route_table::RouteTableKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(route_table_association::RouteTableAssociationKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(security_group::SecurityGroupKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(security_group_rules::SecurityGroupRulesKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(launch_template::LaunchTemplateKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(instance::InstanceKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(ebs_volume::EbsVolumeKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(volume_attachment::VolumeAttachmentKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(eip::EipKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
             Arc::new(eip_association::EipAssociationKind { ec2, refresh: r() }),
             Arc::new(dynamodb_table::DynamoDbTableKind {
                 dynamodb: aws_sdk_dynamodb::Client::new(config),
@@ -102,9 +138,18 @@ impl AwsProvider {
                 logs: aws_sdk_cloudwatchlogs::Client::new(config),
                 refresh: r(),
             }),
-            Arc::new(iam_role::IamRoleKind { iam: iam.clone(), refresh: r() }),
-            Arc::new(iam_role_policy::IamRolePolicyKind { iam: iam.clone(), refresh: r() }),
-            Arc::new(iam_role_policy_attachment::IamRolePolicyAttachmentKind { iam: iam.clone(), refresh: r() }),
+            Arc::new(iam_role::IamRoleKind {
+                iam: iam.clone(),
+                refresh: r(),
+            }),
+            Arc::new(iam_role_policy::IamRolePolicyKind {
+                iam: iam.clone(),
+                refresh: r(),
+            }),
+            Arc::new(iam_role_policy_attachment::IamRolePolicyAttachmentKind {
+                iam: iam.clone(),
+                refresh: r(),
+            }),
             Arc::new(iam_instance_profile::IamInstanceProfileKind { iam, refresh: r() }),
         ];
         let data: Vec<Arc<dyn DataKind>> = vec![

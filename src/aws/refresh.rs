@@ -232,7 +232,10 @@ mod tests {
             calls.fetch_add(1, Ordering::SeqCst);
             Ok::<_, crate::engine::provider::ProviderError>(vec![1u32, 2])
         };
-        assert!(r.shared("k", fetch).await.is_none(), "no cache outside a refresh");
+        assert!(
+            r.shared("k", fetch).await.is_none(),
+            "no cache outside a refresh"
+        );
         r.begin(&meta());
         let (a, b) = futures::join!(r.shared("k", fetch), r.shared("k", fetch));
         assert_eq!(*a.unwrap().unwrap(), vec![1, 2]);
@@ -242,7 +245,11 @@ mod tests {
         assert!(!r.active());
         r.begin(&meta());
         r.shared("k", fetch).await.unwrap().unwrap();
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "a new refresh fetches again");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "a new refresh fetches again"
+        );
     }
 
     #[tokio::test]
@@ -268,7 +275,13 @@ mod tests {
             }
         };
         let got = r
-            .by_ids("f", "id", vec!["a".into(), "c".into()], |s: &String| Some(s.as_str()), describe)
+            .by_ids(
+                "f",
+                "id",
+                vec!["a".into(), "c".into()],
+                |s: &String| Some(s.as_str()),
+                describe,
+            )
             .await
             .unwrap();
         assert_eq!(got, vec!["a".to_string(), "c".to_string()]);

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::errors::provider_error;
-use super::route_table::{describe_route_tables, FAMILY};
 use super::route_table::RouteTableId;
+use super::route_table::{describe_route_tables, FAMILY};
 use super::subnet::SubnetId;
 use super::tags;
 use crate::engine::provider::*;
@@ -90,7 +90,10 @@ impl RouteTableAssociationKind {
             .filter(|w| !all.iter().any(|a| key(a) == w.as_str()))
             .collect();
         if !missing.is_empty() {
-            all.extend(self.associations(tags::filter(filter_name, missing)).await?);
+            all.extend(
+                self.associations(tags::filter(filter_name, missing))
+                    .await?,
+            );
         }
         Ok(all)
     }

@@ -120,9 +120,7 @@ impl Kind for SecurityGroupKind {
     }
 
     async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
-        self.refresh
-            .warm(FAMILY, |f| describe(&self.ec2, f))
-            .await;
+        self.refresh.warm(FAMILY, |f| describe(&self.ec2, f)).await;
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {

@@ -190,7 +190,10 @@ impl Kind for VpcKind {
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let vpcs = self.refresh.owned(FAMILY, meta, |f| self.describe(f)).await?;
+        let vpcs = self
+            .refresh
+            .owned(FAMILY, meta, |f| self.describe(f))
+            .await?;
         let mut out = Vec::new();
         for item in items {
             match vpcs.iter().find(|v| {

@@ -328,7 +328,11 @@ pub async fn apply(
         if flushing.is_none() && dirty && report.journal_error.is_none() {
             if let Some(j) = journal_slot.take() {
                 dirty = false;
-                flushing = Some(start_flush(j, snapshot.clone(), std::mem::take(&mut unflushed)));
+                flushing = Some(start_flush(
+                    j,
+                    snapshot.clone(),
+                    std::mem::take(&mut unflushed),
+                ));
             }
         }
         if running.is_empty() && flushing.is_none() {
@@ -375,12 +379,17 @@ pub async fn apply(
                     Err(e) => {
                         let what: Vec<String> = included
                             .iter()
-                            .map(|(i, _)| format!("{} was {}", steps[*i].address, steps[*i].op.done()))
+                            .map(|(i, _)| {
+                                format!("{} was {}", steps[*i].address, steps[*i].op.done())
+                            })
                             .collect();
                         report.journal_error = Some(if what.is_empty() {
                             format!("recording outputs failed: {e:#}")
                         } else {
-                            format!("{} but recording it in state failed: {e:#}", what.join(", "))
+                            format!(
+                                "{} but recording it in state failed: {e:#}",
+                                what.join(", ")
+                            )
                         });
                     }
                 }

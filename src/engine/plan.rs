@@ -234,14 +234,19 @@ pub async fn prefetch(stack: &Stack, provider: &dyn Provider) {
     let mut by_kind: BTreeMap<&str, Vec<FindRequest>> = BTreeMap::new();
     for r in &stack.resources {
         let desired = resolve(&r.body, &|_: &str, _: &str| None);
-        by_kind.entry(r.kind.as_str()).or_default().push(FindRequest {
-            address: r.address.clone(),
-            desired,
-        });
+        by_kind
+            .entry(r.kind.as_str())
+            .or_default()
+            .push(FindRequest {
+                address: r.address.clone(),
+                desired,
+            });
     }
     let mut data: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for d in &stack.data {
-        data.entry(d.kind.as_str()).or_default().push(d.query.clone());
+        data.entry(d.kind.as_str())
+            .or_default()
+            .push(d.query.clone());
     }
     let meta = &meta;
     let kinds = by_kind.into_iter().map(|(kind, items)| async move {

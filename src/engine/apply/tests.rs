@@ -372,7 +372,15 @@ async fn dependents_do_not_wait_for_state_writes_but_apply_waits_for_the_last() 
         // Let writes through only once both hosts were created: had the
         // apply waited for the net's write, it would never get here.
         for _ in 0..2000 {
-            if probe.lock().unwrap().log.iter().filter(|l| l.starts_with("create host")).count() == 2 {
+            if probe
+                .lock()
+                .unwrap()
+                .log
+                .iter()
+                .filter(|l| l.starts_with("create host"))
+                .count()
+                == 2
+            {
                 gate.add_permits(100);
                 return true;
             }
@@ -386,7 +394,12 @@ async fn dependents_do_not_wait_for_state_writes_but_apply_waits_for_the_last() 
     assert!(opened, "the hosts waited for the net's state write");
     assert!(r.ok(), "{r:?}");
     assert_eq!(r.done.len(), 3);
-    let last = written.lock().unwrap().last().cloned().expect("state was written");
+    let last = written
+        .lock()
+        .unwrap()
+        .last()
+        .cloned()
+        .expect("state was written");
     assert_eq!(last.resources.len(), 3, "the last write holds every step");
     assert_eq!(last.outputs["net_id"], json!("t_net-1"), "and the outputs");
     assert_eq!(last.serial, snap.serial);
