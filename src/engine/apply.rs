@@ -446,26 +446,19 @@ pub async fn apply(
 
 /// A state write in flight: it holds the journal and hands it back with
 /// the snapshot it wrote and the steps (with their durations) it carried.
-type Flush<'a> = futures::future::BoxFuture<
-    'a,
-    (
-        &'a mut dyn Journal,
-        anyhow::Result<()>,
-        Snapshot,
-        Vec<(usize, Duration)>,
-    ),
->;
+type Flush<'a> = futures::future::BoxFuture<'a, Flushed<'a>>;
+
+/// What a finished state write hands back.
+type Flushed<'a> = (
+    &'a mut dyn Journal,
+    anyhow::Result<()>,
+    Snapshot,
+    Vec<(usize, Duration)>,
+);
 
 enum Next<'a> {
     Step(Option<Result<StepResult, tokio::task::JoinError>>),
-    Flushed(
-        (
-            &'a mut dyn Journal,
-            anyhow::Result<()>,
-            Snapshot,
-            Vec<(usize, Duration)>,
-        ),
-    ),
+    Flushed(Flushed<'a>),
 }
 
 fn start_flush(
