@@ -53,6 +53,7 @@ impl Handle<CallerIdentity> {
 
 pub struct CallerIdentityKind {
     pub sts: aws_sdk_sts::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 #[async_trait]
@@ -61,7 +62,20 @@ impl DataKind for CallerIdentityKind {
         CallerIdentity::KIND
     }
 
+    async fn prefetch(&self, _queries: &[Value]) {
+        let _ = self.read(&Value::Null).await;
+    }
+
+    /// Shared within a refresh (one GetCallerIdentity per plan).
     async fn read(&self, _query: &Value) -> ProviderResult<BTreeMap<String, Value>> {
+        self.refresh
+            .or_fetch("sts:GetCallerIdentity", || self.get())
+            .await
+    }
+}
+
+impl CallerIdentityKind {
+    async fn get(&self) -> ProviderResult<BTreeMap<String, Value>> {
         let out = self
             .sts
             .get_caller_identity()

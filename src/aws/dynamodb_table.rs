@@ -95,6 +95,7 @@ impl Handle<DynamoDbTable> {
 
 pub struct DynamoDbTableKind {
     pub dynamodb: aws_sdk_dynamodb::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 /// How long to wait for a table to become ACTIVE (or to disappear) before
@@ -241,16 +242,43 @@ impl DynamoDbTableKind {
         Ok(user_tags(all.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
     }
 
+    /// Description and TTL, by name: shared with the refresh's prefetch,
+    /// which reads them alongside the state read.
+    async fn describe_and_ttl(
+        &self,
+        name: &str,
+    ) -> ProviderResult<(Option<TableDescription>, Option<String>)> {
+        let (table_key, ttl_key) = (
+            format!("dynamodb:DescribeTable:{name}"),
+            format!("dynamodb:DescribeTimeToLive:{name}"),
+        );
+        let table = self.refresh.or_fetch(&table_key, || self.describe(name));
+        let ttl = self.refresh.or_fetch(&ttl_key, || self.ttl(name));
+        let (table, ttl) = futures::join!(table, ttl);
+        Ok((table?, ttl?))
+    }
+
     /// Reads one table: description and TTL together, then its tags (which
-    /// need the ARN the description returns).
-    async fn read_one(&self, name: &str) -> ProviderResult<Option<Live>> {
-        let (table, ttl) = futures::join!(self.describe(name), self.ttl(name));
-        let Some(table) = table? else {
+    /// need the ARN the description returns). During a refresh, a table
+    /// state records is read without its tags, which would cost a second
+    /// round trip on every plan: the tags state recorded stand for them (a
+    /// change in the stack still updates them; a tag changed outside
+    /// devstack is not seen by a plan). `recorded_tags` is `None` for a
+    /// table found by name (adoption), whose tags are always read.
+    async fn read_one(
+        &self,
+        name: &str,
+        recorded_tags: Option<Tags>,
+    ) -> ProviderResult<Option<Live>> {
+        let (table, ttl) = self.describe_and_ttl(name).await?;
+        let Some(table) = table else {
             return Ok(None);
         };
-        let ttl = ttl?;
         let arn = table.table_arn().unwrap_or_default().to_string();
-        let tags = self.tags(&arn).await?;
+        let tags = match recorded_tags {
+            Some(t) if self.refresh.active() => t,
+            _ => self.tags(&arn).await?,
+        };
         // A table created before on-demand billing existed has no summary:
         // it is provisioned.
         let billing_mode = match table.billing_mode_summary().and_then(|b| b.billing_mode()) {
@@ -406,15 +434,27 @@ impl Kind for DynamoDbTableKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, items: &[FindRequest]) {
+        let names = items.iter().filter_map(super::desired_name);
+        futures::future::join_all(names.map(|n| self.describe_and_ttl(n))).await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        super::read_each(items.iter().map(|i| Some(i.id.as_str())), |n| {
-            self.read_one(n)
-        })
-        .await
+        let reads = items.iter().map(|i| {
+            let recorded = i
+                .attrs
+                .get("tags")
+                .and_then(|t| serde_json::from_value::<Tags>(t.clone()).ok());
+            self.read_one(&i.id, recorded)
+        });
+        futures::future::join_all(reads).await.into_iter().collect()
     }
 
     async fn find(&self, _meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        super::read_each(items.iter().map(super::desired_name), |n| self.read_one(n)).await
+        super::read_each(items.iter().map(super::desired_name), |n| {
+            self.read_one(n, None)
+        })
+        .await
     }
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {

@@ -75,6 +75,9 @@ fn live(v: &aws_sdk_ec2::types::Volume) -> Live {
     }
 }
 
+/// The refresh cache's key for volumes (volumes and their attachments).
+pub const FAMILY: &str = "ec2:DescribeVolumes";
+
 /// Volumes matching the filters (all pages).
 pub(crate) async fn describe_volumes(
     ec2: &aws_sdk_ec2::Client,
@@ -100,6 +103,7 @@ pub(crate) async fn describe_volumes(
 
 pub struct EbsVolumeKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 #[async_trait]
@@ -115,15 +119,23 @@ impl Kind for EbsVolumeKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh
+            .warm(FAMILY, |f| describe_volumes(&self.ec2, f))
+            .await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = describe_volumes(
-            &self.ec2,
-            vec![tags::filter(
+        let found = self
+            .refresh
+            .by_ids(
+                FAMILY,
                 "volume-id",
-                items.iter().map(|i| i.id.clone()),
-            )],
-        )
-        .await?;
+                items.iter().map(|i| i.id.clone()).collect(),
+                |v: &aws_sdk_ec2::types::Volume| v.volume_id(),
+                |f| describe_volumes(&self.ec2, f),
+            )
+            .await?;
         Ok(items
             .iter()
             .map(|i| {
@@ -136,7 +148,10 @@ impl Kind for EbsVolumeKind {
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = describe_volumes(&self.ec2, tags::owner_filters(meta)).await?;
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| describe_volumes(&self.ec2, f))
+            .await?;
         Ok(items
             .iter()
             .map(|i| {

@@ -78,6 +78,9 @@ fn live(a: &aws_sdk_ec2::types::Address) -> Live {
     }
 }
 
+/// The refresh cache's key for addresses (EIPs and their associations).
+pub const FAMILY: &str = "ec2:DescribeAddresses";
+
 /// Addresses matching the filters (DescribeAddresses does not paginate).
 pub(crate) async fn describe_addresses(
     ec2: &aws_sdk_ec2::Client,
@@ -94,6 +97,7 @@ pub(crate) async fn describe_addresses(
 
 pub struct EipKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 #[async_trait]
@@ -109,15 +113,23 @@ impl Kind for EipKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh
+            .warm(FAMILY, |f| describe_addresses(&self.ec2, f))
+            .await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = describe_addresses(
-            &self.ec2,
-            vec![tags::filter(
+        let found = self
+            .refresh
+            .by_ids(
+                FAMILY,
                 "allocation-id",
-                items.iter().map(|i| i.id.clone()),
-            )],
-        )
-        .await?;
+                items.iter().map(|i| i.id.clone()).collect(),
+                |a: &aws_sdk_ec2::types::Address| a.allocation_id(),
+                |f| describe_addresses(&self.ec2, f),
+            )
+            .await?;
         Ok(items
             .iter()
             .map(|i| {
@@ -130,7 +142,10 @@ impl Kind for EipKind {
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = describe_addresses(&self.ec2, tags::owner_filters(meta)).await?;
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| describe_addresses(&self.ec2, f))
+            .await?;
         Ok(items
             .iter()
             .map(|i| {

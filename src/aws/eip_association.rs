@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::eip::{describe_addresses, AllocationId};
+use super::eip::{describe_addresses, AllocationId, FAMILY};
 use super::errors::provider_error;
 use super::instance::InstanceId;
 use super::tags;
@@ -60,6 +60,7 @@ fn live_of(a: &aws_sdk_ec2::types::Address) -> Option<Live> {
 
 pub struct EipAssociationKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 impl EipAssociationKind {
@@ -110,15 +111,23 @@ impl Kind for EipAssociationKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh
+            .warm(FAMILY, |f| describe_addresses(&self.ec2, f))
+            .await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = describe_addresses(
-            &self.ec2,
-            vec![tags::filter(
+        let found = self
+            .refresh
+            .by_ids(
+                FAMILY,
                 "association-id",
-                items.iter().map(|i| i.id.clone()),
-            )],
-        )
-        .await?;
+                items.iter().map(|i| i.id.clone()).collect(),
+                |a: &aws_sdk_ec2::types::Address| a.association_id(),
+                |f| describe_addresses(&self.ec2, f),
+            )
+            .await?;
         Ok(items
             .iter()
             .map(|i| {
@@ -139,8 +148,16 @@ impl Kind for EipAssociationKind {
         if allocations.is_empty() {
             return Ok(items.iter().map(|_| None).collect());
         }
-        let found =
-            describe_addresses(&self.ec2, vec![tags::filter("allocation-id", allocations)]).await?;
+        let found = self
+            .refresh
+            .by_ids(
+                FAMILY,
+                "allocation-id",
+                allocations,
+                |a: &aws_sdk_ec2::types::Address| a.allocation_id(),
+                |f| describe_addresses(&self.ec2, f),
+            )
+            .await?;
         Ok(items
             .iter()
             .map(|i| {

@@ -54,6 +54,7 @@ struct Attrs {
 
 pub struct IamInstanceProfileKind {
     pub iam: aws_sdk_iam::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -85,6 +86,21 @@ fn live(p: &InstanceProfile) -> Live {
 
 impl IamInstanceProfileKind {
     async fn get(&self, name: &str) -> ProviderResult<Option<InstanceProfile>> {
+        // A profile held by a role comes with the role's authorization
+        // details. Those are used only when they carry the profile's tags
+        // (devstack's profiles always have its ownership tags): a profile
+        // no role holds, or an answer without profile tags, is read by name.
+        if let Some(details) = super::iam_details::details(&self.refresh, &self.iam).await {
+            let details = details?;
+            let held = details
+                .roles
+                .iter()
+                .flat_map(|r| r.instance_profile_list())
+                .find(|p| p.instance_profile_name() == name && !p.tags().is_empty());
+            if let Some(p) = held {
+                return Ok(Some(p.clone()));
+            }
+        }
         match self
             .iam
             .get_instance_profile()
@@ -162,6 +178,10 @@ impl Kind for IamInstanceProfileKind {
             force_new: &["name"],
             ..Default::default()
         }
+    }
+
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        super::iam_details::warm(&self.refresh, &self.iam).await;
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {

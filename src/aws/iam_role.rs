@@ -57,6 +57,7 @@ struct Attrs {
 
 pub struct IamRoleKind {
     pub iam: aws_sdk_iam::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -145,6 +146,24 @@ where
     }
 }
 
+/// A role as `GetRole` would return it, from its authorization details.
+fn role_of(d: &aws_sdk_iam::types::RoleDetail) -> ProviderResult<Role> {
+    Role::builder()
+        .path(d.path().unwrap_or("/"))
+        .role_name(d.role_name().unwrap_or_default())
+        .role_id(d.role_id().unwrap_or_default())
+        .arn(d.arn().unwrap_or_default())
+        .create_date(
+            d.create_date()
+                .cloned()
+                .unwrap_or_else(|| aws_smithy_types::DateTime::from_secs(0)),
+        )
+        .set_assume_role_policy_document(d.assume_role_policy_document().map(str::to_string))
+        .set_tags(Some(d.tags().to_vec()))
+        .build()
+        .map_err(|e| ProviderError::new(format!("GetAccountAuthorizationDetails: {e}")))
+}
+
 fn live(role: &Role) -> ProviderResult<Live> {
     let name = role.role_name().to_string();
     let policy = match role.assume_role_policy_document() {
@@ -172,6 +191,13 @@ fn live(role: &Role) -> ProviderResult<Live> {
 impl IamRoleKind {
     /// The role by name; `None` when there is no such role.
     async fn get(&self, name: &str) -> ProviderResult<Option<Live>> {
+        if let Some(details) = super::iam_details::details(&self.refresh, &self.iam).await {
+            match details?.lookup(name) {
+                Some(Some(d)) => return live(&role_of(d)?).map(Some),
+                Some(None) => return Ok(None),
+                None => {}
+            }
+        }
         match self.iam.get_role().role_name(name).send().await {
             Ok(out) => out.role().map(live).transpose(),
             Err(e) if code(&e) == Some("NoSuchEntity") => Ok(None),
@@ -213,6 +239,10 @@ impl Kind for IamRoleKind {
             *doc = iam_policy::canonical(doc);
         }
         desired
+    }
+
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        super::iam_details::warm(&self.refresh, &self.iam).await;
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {

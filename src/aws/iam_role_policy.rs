@@ -40,6 +40,7 @@ struct Attrs {
 
 pub struct IamRolePolicyKind {
     pub iam: aws_sdk_iam::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -77,6 +78,27 @@ fn live_of(role: &str, name: &str, policy: Value) -> Live {
 impl IamRolePolicyKind {
     /// The policy; `None` when it (or its role) does not exist.
     async fn get(&self, role: &str, name: &str) -> ProviderResult<Option<Live>> {
+        if let Some(details) = super::iam_details::details(&self.refresh, &self.iam).await {
+            match details?.lookup(role) {
+                Some(Some(d)) => {
+                    let Some(p) = d
+                        .role_policy_list()
+                        .iter()
+                        .find(|p| p.policy_name() == Some(name))
+                    else {
+                        return Ok(None);
+                    };
+                    let policy =
+                        iam_policy::canonical_from_aws(p.policy_document().unwrap_or_default())
+                            .map_err(|e| {
+                                ProviderError::new(format!("inline policy {role}/{name}: {e}"))
+                            })?;
+                    return Ok(Some(live_of(role, name, policy)));
+                }
+                Some(None) => return Ok(None),
+                None => {}
+            }
+        }
         let out = match self
             .iam
             .get_role_policy()
@@ -141,6 +163,10 @@ impl Kind for IamRolePolicyKind {
             *doc = iam_policy::canonical(doc);
         }
         desired
+    }
+
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        super::iam_details::warm(&self.refresh, &self.iam).await;
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {

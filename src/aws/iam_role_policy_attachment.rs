@@ -40,6 +40,7 @@ struct Attrs {
 
 pub struct IamRolePolicyAttachmentKind {
     pub iam: aws_sdk_iam::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -76,6 +77,19 @@ fn live_of(role: &str, arn: &str) -> Live {
 impl IamRolePolicyAttachmentKind {
     /// The managed policies attached to a role (empty when it is gone).
     async fn attached(&self, role: &str) -> ProviderResult<BTreeSet<String>> {
+        if let Some(details) = super::iam_details::details(&self.refresh, &self.iam).await {
+            match details?.lookup(role) {
+                Some(Some(d)) => {
+                    return Ok(d
+                        .attached_managed_policies()
+                        .iter()
+                        .filter_map(|p| p.policy_arn().map(str::to_string))
+                        .collect())
+                }
+                Some(None) => return Ok(BTreeSet::new()),
+                None => {}
+            }
+        }
         let mut out = BTreeSet::new();
         let mut pages = self
             .iam
@@ -129,6 +143,10 @@ impl Kind for IamRolePolicyAttachmentKind {
             force_new: &["role", "policy_arn"],
             ..Default::default()
         }
+    }
+
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        super::iam_details::warm(&self.refresh, &self.iam).await;
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {

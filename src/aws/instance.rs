@@ -195,6 +195,9 @@ where
     }
 }
 
+/// The refresh cache's key for instances.
+const FAMILY: &str = "ec2:DescribeInstances";
+
 /// Every instance matching the filters (all pages).
 pub(crate) async fn describe_instances(
     ec2: &aws_sdk_ec2::Client,
@@ -444,6 +447,7 @@ fn profile_as_arn(body: &Value) -> bool {
 
 pub struct InstanceKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 impl InstanceKind {
@@ -669,13 +673,40 @@ impl Kind for InstanceKind {
         desired
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh
+            .warm(FAMILY, |f| describe_instances(&self.ec2, f))
+            .await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-        // The ids are known, so user data is read alongside the instances,
-        // not after them: one round trip of latency.
-        let uds = futures::future::join_all(ids.iter().map(|id| self.user_data(id)));
+        // During a refresh the instances come from the owner-tagged listing
+        // made alongside the state read, before their ids are known; user
+        // data (ignore_drift: a difference never plans a change) is then
+        // taken from state rather than read in a second round trip.
+        // Otherwise the ids are known, so user data is read alongside the
+        // instances: one round trip of latency.
+        let refreshing = self.refresh.active();
+        let uds = futures::future::join_all(items.iter().map(|i| async move {
+            if refreshing {
+                Ok(i.attrs
+                    .get("user_data")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string())
+            } else {
+                self.user_data(&i.id).await
+            }
+        }));
         let (found, uds) = futures::join!(
-            describe_instances(&self.ec2, vec![tags::filter("instance-id", ids.clone())]),
+            self.refresh.by_ids(
+                FAMILY,
+                "instance-id",
+                ids.clone(),
+                |i: &aws_sdk_ec2::types::Instance| i.instance_id(),
+                |f| describe_instances(&self.ec2, f),
+            ),
             uds
         );
         let found = found?;

@@ -45,6 +45,7 @@ struct Attrs {
 
 pub struct InternetGatewayKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -70,6 +71,9 @@ fn live(g: &Igw) -> Live {
         outputs: BTreeMap::from([("id".into(), Value::from(id))]),
     }
 }
+
+/// The refresh cache's key for internet gateways.
+const FAMILY: &str = "ec2:DescribeInternetGateways";
 
 impl InternetGatewayKind {
     async fn describe(&self, filters: Vec<aws_sdk_ec2::types::Filter>) -> ProviderResult<Vec<Igw>> {
@@ -120,12 +124,20 @@ impl Kind for InternetGatewayKind {
         Schema::default()
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh.warm(FAMILY, |f| self.describe(f)).await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self
-            .describe(vec![tags::filter(
+            .refresh
+            .by_ids(
+                FAMILY,
                 "internet-gateway-id",
-                items.iter().map(|i| i.id.clone()),
-            )])
+                items.iter().map(|i| i.id.clone()).collect(),
+                |x: &Igw| x.internet_gateway_id(),
+                |f| self.describe(f),
+            )
             .await?;
         Ok(tags::by_id(
             items,
@@ -136,11 +148,14 @@ impl Kind for InternetGatewayKind {
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = self.describe(tags::owner_filters(meta)).await?;
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| self.describe(f))
+            .await?;
         Ok(tags::by_owned_address(
             meta,
             items,
-            &found,
+            found.as_slice(),
             |x| x.tags(),
             live,
         ))

@@ -226,6 +226,15 @@ fn live_of(t: &aws_sdk_ec2::types::LaunchTemplate, attrs: &Attrs) -> Live {
 
 pub struct LaunchTemplateKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
+}
+
+/// The refresh cache's key for the stack's templates, described by name.
+const BY_NAME: &str = "ec2:DescribeLaunchTemplates:by-name";
+
+/// The refresh cache's key for a template's latest version, by name.
+fn version_key(name: &str) -> String {
+    format!("ec2:DescribeLaunchTemplateVersions:{name}:$Latest")
 }
 
 impl LaunchTemplateKind {
@@ -292,6 +301,38 @@ impl LaunchTemplateKind {
                 Ok(out)
             }
             other => other,
+        }
+    }
+
+    /// The latest version's data of the template named `name`.
+    async fn version_by_name(
+        &self,
+        name: &str,
+    ) -> ProviderResult<Option<(i64, ResponseLaunchTemplateData)>> {
+        let out = self
+            .ec2
+            .describe_launch_template_versions()
+            .launch_template_name(name)
+            .versions("$Latest")
+            .send()
+            .await;
+        match out {
+            Ok(o) => Ok(o.launch_template_versions().first().map(|v| {
+                (
+                    v.version_number().unwrap_or(0),
+                    v.launch_template_data()
+                        .cloned()
+                        .unwrap_or_else(|| ResponseLaunchTemplateData::builder().build()),
+                )
+            })),
+            Err(e) => {
+                let e = provider_error("DescribeLaunchTemplateVersions", e);
+                if e.not_found {
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
+            }
         }
     }
 
@@ -389,8 +430,74 @@ impl Kind for LaunchTemplateKind {
         desired
     }
 
+    async fn prefetch(&self, _meta: &Meta, items: &[FindRequest]) {
+        let names: Vec<String> = items
+            .iter()
+            .filter_map(super::desired_name)
+            .map(str::to_string)
+            .collect();
+        if names.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = names.iter().map(|n| version_key(n)).collect();
+        let list = self
+            .refresh
+            .shared(BY_NAME, |_| self.by_name(names.clone()));
+        let versions = futures::future::join_all(
+            names
+                .iter()
+                .zip(&keys)
+                .map(|(n, k)| self.refresh.shared(k, move |_| self.version_by_name(n))),
+        );
+        let _ = futures::join!(list, versions);
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
+        // During a refresh, the templates the prefetch read by name (with
+        // their latest version, alongside the state read) answer at once;
+        // anything else is read by id below.
+        let mut answered: Vec<Live> = Vec::new();
+        if let Some(Ok(list)) = self
+            .refresh
+            .shared::<Vec<aws_sdk_ec2::types::LaunchTemplate>, _, _>(BY_NAME, |_| async {
+                Err(ProviderError::new(
+                    "the launch templates were not prefetched",
+                ))
+            })
+            .await
+        {
+            for t in list.iter() {
+                if !items
+                    .iter()
+                    .any(|i| t.launch_template_id() == Some(i.id.as_str()))
+                {
+                    continue;
+                }
+                let name = t.launch_template_name().unwrap_or_default();
+                let key = version_key(name);
+                let v = self
+                    .refresh
+                    .shared(&key, |_| self.version_by_name(name))
+                    .await;
+                if let Some(Ok(v)) = v {
+                    if let Some((_, data)) = v.as_ref() {
+                        let attrs = content_of(name, tags::from_ec2(t.tags()), data);
+                        answered.push(live_of(t, &attrs));
+                    }
+                }
+            }
+        }
+        let rest: Vec<&ReadRequest> = items
+            .iter()
+            .filter(|i| !answered.iter().any(|l| l.id == i.id))
+            .collect();
+        if rest.is_empty() {
+            return Ok(items
+                .iter()
+                .map(|i| answered.iter().find(|l| l.id == i.id).cloned())
+                .collect());
+        }
+        let ids: Vec<String> = rest.iter().map(|i| i.id.clone()).collect();
         // The ids are known, so the latest versions are read alongside the
         // templates, not after them: one round trip of latency.
         let versions = futures::future::join_all(ids.iter().map(|id| self.version(id, "$Latest")));
@@ -413,6 +520,7 @@ impl Kind for LaunchTemplateKind {
                 lives.push(live_of(t, &attrs));
             }
         }
+        lives.extend(answered);
         Ok(items
             .iter()
             .map(|i| lives.iter().find(|l| l.id == i.id).cloned())

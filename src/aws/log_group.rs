@@ -47,6 +47,7 @@ impl Handle<LogGroup> {
 
 pub struct LogGroupKind {
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<LogGroup> {
@@ -111,20 +112,42 @@ impl LogGroupKind {
         }
     }
 
-    async fn read_one(&self, name: &str) -> ProviderResult<Option<Live>> {
-        let Some(g) = self.describe(name).await? else {
+    /// The group by name, shared with the refresh's prefetch.
+    async fn describe_shared(&self, name: &str) -> ProviderResult<Option<SdkLogGroup>> {
+        self.refresh
+            .or_fetch(&format!("logs:DescribeLogGroups:{name}"), || {
+                self.describe(name)
+            })
+            .await
+    }
+
+    /// Reads one group, then its tags (by the ARN the description
+    /// returns). During a refresh, a group state records is read without
+    /// its tags, which would cost a second round trip on every plan: the
+    /// tags state recorded stand for them (a change in the stack still
+    /// updates them; a tag changed outside devstack is not seen by a plan).
+    /// `recorded_tags` is `None` for a group found by name (adoption).
+    async fn read_one(
+        &self,
+        name: &str,
+        recorded_tags: Option<Tags>,
+    ) -> ProviderResult<Option<Live>> {
+        let Some(g) = self.describe_shared(name).await? else {
             return Ok(None);
         };
         let arn = arn_of(&g);
-        let tags = match self
-            .logs
-            .list_tags_for_resource()
-            .resource_arn(&arn)
-            .send()
-            .await
-        {
-            Ok(out) => user_tags(out.tags().unwrap_or(&HashMap::new())),
-            Err(e) => return Err(provider_error("ListTagsForResource", e)),
+        let tags = match recorded_tags {
+            Some(t) if self.refresh.active() => t,
+            _ => match self
+                .logs
+                .list_tags_for_resource()
+                .resource_arn(&arn)
+                .send()
+                .await
+            {
+                Ok(out) => user_tags(out.tags().unwrap_or(&HashMap::new())),
+                Err(e) => return Err(provider_error("ListTagsForResource", e)),
+            },
         };
         let attrs = LogGroup {
             name: name.to_string(),
@@ -225,15 +248,27 @@ impl Kind for LogGroupKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, items: &[FindRequest]) {
+        let names = items.iter().filter_map(super::desired_name);
+        futures::future::join_all(names.map(|n| self.describe_shared(n))).await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        super::read_each(items.iter().map(|i| Some(i.id.as_str())), |n| {
-            self.read_one(n)
-        })
-        .await
+        let reads = items.iter().map(|i| {
+            let recorded = i
+                .attrs
+                .get("tags")
+                .and_then(|t| serde_json::from_value::<Tags>(t.clone()).ok());
+            self.read_one(&i.id, recorded)
+        });
+        futures::future::join_all(reads).await.into_iter().collect()
     }
 
     async fn find(&self, _meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        super::read_each(items.iter().map(super::desired_name), |n| self.read_one(n)).await
+        super::read_each(items.iter().map(super::desired_name), |n| {
+            self.read_one(n, None)
+        })
+        .await
     }
 
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {

@@ -16,6 +16,7 @@ pub mod ebs_volume;
 pub mod eip;
 pub mod eip_association;
 pub mod errors;
+pub mod iam_details;
 pub mod iam_instance_profile;
 pub mod iam_policy;
 pub mod iam_role;
@@ -25,6 +26,7 @@ pub mod instance;
 pub mod internet_gateway;
 pub mod launch_template;
 pub mod log_group;
+pub mod refresh;
 pub mod route_table;
 pub mod route_table_association;
 pub mod secretsmanager_secret;
@@ -67,51 +69,105 @@ pub fn desired_name(item: &crate::engine::provider::FindRequest) -> Option<&str>
 
 /// The provider: every kind, sharing one SDK configuration.
 pub struct AwsProvider {
+    refresh: Arc<refresh::Refresh>,
     kinds: HashMap<&'static str, Arc<dyn Kind>>,
     data: HashMap<&'static str, Arc<dyn DataKind>>,
 }
 
 impl AwsProvider {
     pub fn new(config: &aws_config::SdkConfig) -> AwsProvider {
+        let refresh = refresh::Refresh::new();
+        let r = || refresh.clone();
         let ec2 = aws_sdk_ec2::Client::new(config);
         let iam = aws_sdk_iam::Client::new(config);
         let kinds: Vec<Arc<dyn Kind>> = vec![
-            Arc::new(vpc::VpcKind { ec2: ec2.clone() }),
-            Arc::new(subnet::SubnetKind { ec2: ec2.clone() }),
-            Arc::new(internet_gateway::InternetGatewayKind { ec2: ec2.clone() }),
-            Arc::new(route_table::RouteTableKind { ec2: ec2.clone() }),
-            Arc::new(route_table_association::RouteTableAssociationKind { ec2: ec2.clone() }),
-            Arc::new(security_group::SecurityGroupKind { ec2: ec2.clone() }),
-            Arc::new(security_group_rules::SecurityGroupRulesKind { ec2: ec2.clone() }),
-            Arc::new(launch_template::LaunchTemplateKind { ec2: ec2.clone() }),
-            Arc::new(instance::InstanceKind { ec2: ec2.clone() }),
-            Arc::new(ebs_volume::EbsVolumeKind { ec2: ec2.clone() }),
-            Arc::new(volume_attachment::VolumeAttachmentKind { ec2: ec2.clone() }),
-            Arc::new(eip::EipKind { ec2: ec2.clone() }),
-            Arc::new(eip_association::EipAssociationKind { ec2 }),
+            Arc::new(vpc::VpcKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(subnet::SubnetKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(internet_gateway::InternetGatewayKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(route_table::RouteTableKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(route_table_association::RouteTableAssociationKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(security_group::SecurityGroupKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(security_group_rules::SecurityGroupRulesKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(launch_template::LaunchTemplateKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(instance::InstanceKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(ebs_volume::EbsVolumeKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(volume_attachment::VolumeAttachmentKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(eip::EipKind {
+                ec2: ec2.clone(),
+                refresh: r(),
+            }),
+            Arc::new(eip_association::EipAssociationKind { ec2, refresh: r() }),
             Arc::new(dynamodb_table::DynamoDbTableKind {
                 dynamodb: aws_sdk_dynamodb::Client::new(config),
+                refresh: r(),
             }),
             Arc::new(log_group::LogGroupKind {
                 logs: aws_sdk_cloudwatchlogs::Client::new(config),
+                refresh: r(),
             }),
-            Arc::new(iam_role::IamRoleKind { iam: iam.clone() }),
-            Arc::new(iam_role_policy::IamRolePolicyKind { iam: iam.clone() }),
-            Arc::new(iam_role_policy_attachment::IamRolePolicyAttachmentKind { iam: iam.clone() }),
-            Arc::new(iam_instance_profile::IamInstanceProfileKind { iam }),
+            Arc::new(iam_role::IamRoleKind {
+                iam: iam.clone(),
+                refresh: r(),
+            }),
+            Arc::new(iam_role_policy::IamRolePolicyKind {
+                iam: iam.clone(),
+                refresh: r(),
+            }),
+            Arc::new(iam_role_policy_attachment::IamRolePolicyAttachmentKind {
+                iam: iam.clone(),
+                refresh: r(),
+            }),
+            Arc::new(iam_instance_profile::IamInstanceProfileKind { iam, refresh: r() }),
         ];
         let data: Vec<Arc<dyn DataKind>> = vec![
             Arc::new(caller_identity::CallerIdentityKind {
                 sts: aws_sdk_sts::Client::new(config),
+                refresh: r(),
             }),
             Arc::new(ssm_parameter::SsmParameterKind {
                 ssm: aws_sdk_ssm::Client::new(config),
+                refresh: r(),
             }),
             Arc::new(secretsmanager_secret::SecretKind {
                 secrets: aws_sdk_secretsmanager::Client::new(config),
+                refresh: r(),
             }),
         ];
         AwsProvider {
+            refresh,
             kinds: kinds.into_iter().map(|k| (k.name(), k)).collect(),
             data: data.into_iter().map(|k| (k.name(), k)).collect(),
         }
@@ -124,5 +180,11 @@ impl Provider for AwsProvider {
     }
     fn data_kind(&self, name: &str) -> Option<Arc<dyn DataKind>> {
         self.data.get(name).cloned()
+    }
+    fn begin_refresh(&self, meta: &crate::engine::provider::Meta) {
+        self.refresh.begin(meta);
+    }
+    fn end_refresh(&self) {
+        self.refresh.end();
     }
 }

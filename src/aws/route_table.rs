@@ -58,6 +58,7 @@ struct Attrs {
 
 pub struct RouteTableKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -102,16 +103,26 @@ fn live(t: &Rt) -> Live {
     }
 }
 
+/// The refresh cache's key for route tables (tables and associations).
+pub const FAMILY: &str = "ec2:DescribeRouteTables";
+
+/// Describes route tables (shared with the associations kind).
+pub async fn describe_route_tables(
+    ec2: &aws_sdk_ec2::Client,
+    filters: Vec<aws_sdk_ec2::types::Filter>,
+) -> ProviderResult<Vec<Rt>> {
+    let out = ec2
+        .describe_route_tables()
+        .set_filters(Some(filters))
+        .send()
+        .await
+        .map_err(|e| provider_error("DescribeRouteTables", e))?;
+    Ok(out.route_tables().to_vec())
+}
+
 impl RouteTableKind {
     async fn describe(&self, filters: Vec<aws_sdk_ec2::types::Filter>) -> ProviderResult<Vec<Rt>> {
-        let out = self
-            .ec2
-            .describe_route_tables()
-            .set_filters(Some(filters))
-            .send()
-            .await
-            .map_err(|e| provider_error("DescribeRouteTables", e))?;
-        Ok(out.route_tables().to_vec())
+        describe_route_tables(&self.ec2, filters).await
     }
 
     async fn sync_routes(
@@ -180,22 +191,35 @@ impl Kind for RouteTableKind {
         desired
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh
+            .warm(FAMILY, |f| describe_route_tables(&self.ec2, f))
+            .await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self
-            .describe(vec![tags::filter(
+            .refresh
+            .by_ids(
+                FAMILY,
                 "route-table-id",
-                items.iter().map(|i| i.id.clone()),
-            )])
+                items.iter().map(|i| i.id.clone()).collect(),
+                |x: &Rt| x.route_table_id(),
+                |f| self.describe(f),
+            )
             .await?;
         Ok(tags::by_id(items, &found, |x| x.route_table_id(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = self.describe(tags::owner_filters(meta)).await?;
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| describe_route_tables(&self.ec2, f))
+            .await?;
         Ok(tags::by_owned_address(
             meta,
             items,
-            &found,
+            found.as_slice(),
             |x| x.tags(),
             live,
         ))

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::errors::provider_error;
 use super::route_table::RouteTableId;
+use super::route_table::{describe_route_tables, FAMILY};
 use super::subnet::SubnetId;
 use super::tags;
 use crate::engine::provider::*;
@@ -34,6 +35,7 @@ struct Attrs {
 
 pub struct RouteTableAssociationKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -60,15 +62,47 @@ impl RouteTableAssociationKind {
         &self,
         filter: aws_sdk_ec2::types::Filter,
     ) -> ProviderResult<Vec<(String, String, String)>> {
-        let out = self
-            .ec2
-            .describe_route_tables()
-            .filters(filter)
-            .send()
+        let tables = describe_route_tables(&self.ec2, vec![filter]).await?;
+        Ok(flatten(&tables))
+    }
+
+    /// Explicit associations: during a refresh from the owner-tagged route
+    /// table listing (shared with the route table kind), and those `wanted`
+    /// lacks from it described with `filter_name`.
+    async fn lookup(
+        &self,
+        filter_name: &str,
+        wanted: Vec<String>,
+        key: impl Fn(&(String, String, String)) -> &str,
+    ) -> ProviderResult<Vec<(String, String, String)>> {
+        let mut all = match self
+            .refresh
+            .shared(FAMILY, |m| {
+                describe_route_tables(&self.ec2, tags::owner_filters(&m))
+            })
             .await
-            .map_err(|e| provider_error("DescribeRouteTables", e))?;
+        {
+            Some(tables) => flatten(&tables?),
+            None => vec![],
+        };
+        let missing: Vec<String> = wanted
+            .into_iter()
+            .filter(|w| !all.iter().any(|a| key(a) == w.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            all.extend(
+                self.associations(tags::filter(filter_name, missing))
+                    .await?,
+            );
+        }
+        Ok(all)
+    }
+}
+
+fn flatten(tables: &[aws_sdk_ec2::types::RouteTable]) -> Vec<(String, String, String)> {
+    {
         let mut all = Vec::new();
-        for t in out.route_tables() {
+        for t in tables {
             for a in t.associations() {
                 if let (Some(id), Some(subnet)) = (a.route_table_association_id(), a.subnet_id()) {
                     all.push((
@@ -79,7 +113,7 @@ impl RouteTableAssociationKind {
                 }
             }
         }
-        Ok(all)
+        all
     }
 }
 
@@ -96,12 +130,19 @@ impl Kind for RouteTableAssociationKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh
+            .warm(FAMILY, |f| describe_route_tables(&self.ec2, f))
+            .await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let all = self
-            .associations(tags::filter(
+            .lookup(
                 "association.route-table-association-id",
-                items.iter().map(|i| i.id.clone()),
-            ))
+                items.iter().map(|i| i.id.clone()).collect(),
+                |a| a.0.as_str(),
+            )
             .await?;
         Ok(items
             .iter()
@@ -127,7 +168,7 @@ impl Kind for RouteTableAssociationKind {
             return Ok(items.iter().map(|_| None).collect());
         }
         let all = self
-            .associations(tags::filter("association.subnet-id", subnets))
+            .lookup("association.subnet-id", subnets, |a| a.2.as_str())
             .await?;
         Ok(items
             .iter()

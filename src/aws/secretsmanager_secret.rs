@@ -41,6 +41,7 @@ impl Handle<Secret> {
 
 pub struct SecretKind {
     pub secrets: aws_sdk_secretsmanager::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 /// `arn:...:secret:<name>-AbCdEf` -> `arn:...:secret:<name>-*`.
@@ -55,7 +56,19 @@ impl DataKind for SecretKind {
         Secret::KIND
     }
 
+    async fn prefetch(&self, queries: &[Value]) {
+        futures::future::join_all(queries.iter().map(|q| self.read(q))).await;
+    }
+
+    /// Shared within a refresh, so the prefetch's answer serves the plan.
     async fn read(&self, query: &Value) -> ProviderResult<BTreeMap<String, Value>> {
+        let key = format!("secretsmanager:DescribeSecret:{query}");
+        self.refresh.or_fetch(&key, || self.describe(query)).await
+    }
+}
+
+impl SecretKind {
+    async fn describe(&self, query: &Value) -> ProviderResult<BTreeMap<String, Value>> {
         let q: Secret = serde_json::from_value(query.clone())
             .map_err(|e| ProviderError::new(format!("bad aws_secretsmanager_secret query: {e}")))?;
         let region = self

@@ -48,6 +48,7 @@ struct Attrs {
 
 pub struct SecurityGroupKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -68,6 +69,27 @@ fn live(g: &Sg) -> Live {
         .unwrap_or(Value::Null),
         outputs: BTreeMap::from([("id".into(), Value::from(id))]),
     }
+}
+
+/// The refresh cache's key for security groups (groups and their rules).
+pub const FAMILY: &str = "ec2:DescribeSecurityGroups";
+
+/// The groups behind `items` (their ids), shared with the rules kind:
+/// during a refresh, from the one owner-tagged listing.
+pub async fn read_groups(
+    ec2: &aws_sdk_ec2::Client,
+    refresh: &super::refresh::Refresh,
+    items: &[ReadRequest],
+) -> ProviderResult<Vec<Sg>> {
+    refresh
+        .by_ids(
+            FAMILY,
+            "group-id",
+            items.iter().map(|i| i.id.clone()).collect(),
+            |g: &Sg| g.group_id(),
+            |f| describe(ec2, f),
+        )
+        .await
 }
 
 /// Describes security groups (shared with the rules kind).
@@ -97,21 +119,24 @@ impl Kind for SecurityGroupKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh.warm(FAMILY, |f| describe(&self.ec2, f)).await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = describe(
-            &self.ec2,
-            vec![tags::filter("group-id", items.iter().map(|i| i.id.clone()))],
-        )
-        .await?;
+        let found = read_groups(&self.ec2, &self.refresh, items).await?;
         Ok(tags::by_id(items, &found, |x| x.group_id(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = describe(&self.ec2, tags::owner_filters(meta)).await?;
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| describe(&self.ec2, f))
+            .await?;
         Ok(tags::by_owned_address(
             meta,
             items,
-            &found,
+            found.as_slice(),
             |x| x.tags(),
             live,
         ))

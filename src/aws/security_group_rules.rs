@@ -97,6 +97,7 @@ struct Attrs {
 
 pub struct SecurityGroupRulesKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -267,12 +268,14 @@ impl Kind for SecurityGroupRulesKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh
+            .warm(super::security_group::FAMILY, |f| describe(&self.ec2, f))
+            .await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = describe(
-            &self.ec2,
-            vec![tags::filter("group-id", items.iter().map(|i| i.id.clone()))],
-        )
-        .await?;
+        let found = super::security_group::read_groups(&self.ec2, &self.refresh, items).await?;
         Ok(items
             .iter()
             .map(|i| {

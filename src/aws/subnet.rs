@@ -47,6 +47,7 @@ struct Attrs {
 
 pub struct SubnetKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Attrs> {
@@ -75,6 +76,9 @@ fn live(s: &aws_sdk_ec2::types::Subnet) -> Live {
         ]),
     }
 }
+
+/// The refresh cache's key for subnets.
+const FAMILY: &str = "ec2:DescribeSubnets";
 
 impl SubnetKind {
     async fn describe(
@@ -116,22 +120,33 @@ impl Kind for SubnetKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh.warm(FAMILY, |f| self.describe(f)).await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self
-            .describe(vec![tags::filter(
+            .refresh
+            .by_ids(
+                FAMILY,
                 "subnet-id",
-                items.iter().map(|i| i.id.clone()),
-            )])
+                items.iter().map(|i| i.id.clone()).collect(),
+                |x: &aws_sdk_ec2::types::Subnet| x.subnet_id(),
+                |f| self.describe(f),
+            )
             .await?;
         Ok(tags::by_id(items, &found, |x| x.subnet_id(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let found = self.describe(tags::owner_filters(meta)).await?;
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| self.describe(f))
+            .await?;
         Ok(tags::by_owned_address(
             meta,
             items,
-            &found,
+            found.as_slice(),
             |x| x.tags(),
             live,
         ))

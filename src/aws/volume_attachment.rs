@@ -17,10 +17,9 @@ use aws_sdk_ec2::types::{InstanceStateName, Tag, VolumeAttachmentState};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::ebs_volume::{describe_volumes, VolumeId};
+use super::ebs_volume::{describe_volumes, VolumeId, FAMILY};
 use super::errors::{code, provider_error};
 use super::instance::{instance, start_and_wait, stop_and_wait, wait_until, InstanceId};
-use super::tags;
 use crate::engine::provider::*;
 use crate::engine::resource::{Ref, Resource};
 
@@ -81,6 +80,7 @@ fn attached(state: Option<&VolumeAttachmentState>) -> bool {
 
 pub struct VolumeAttachmentKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 impl VolumeAttachmentKind {
@@ -92,7 +92,16 @@ impl VolumeAttachmentKind {
         if volumes.is_empty() {
             return Ok(vec![]);
         }
-        let found = describe_volumes(&self.ec2, vec![tags::filter("volume-id", volumes)]).await?;
+        let found = self
+            .refresh
+            .by_ids(
+                FAMILY,
+                "volume-id",
+                volumes,
+                |v: &aws_sdk_ec2::types::Volume| v.volume_id(),
+                |f| describe_volumes(&self.ec2, f),
+            )
+            .await?;
         let mut out = Vec::new();
         for v in &found {
             for a in v.attachments() {
@@ -171,6 +180,12 @@ impl Kind for VolumeAttachmentKind {
             force_new: &["device", "volume", "instance"],
             ..Default::default()
         }
+    }
+
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh
+            .warm(FAMILY, |f| describe_volumes(&self.ec2, f))
+            .await;
     }
 
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {

@@ -35,12 +35,16 @@ impl Handle<Vpc> {
 
 pub struct VpcKind {
     pub ec2: aws_sdk_ec2::Client,
+    pub refresh: std::sync::Arc<super::refresh::Refresh>,
 }
 
 fn attrs_of(body: &Value) -> ProviderResult<Vpc> {
     serde_json::from_value(body.clone())
         .map_err(|e| ProviderError::new(format!("bad aws_vpc body: {e}")))
 }
+
+/// The refresh cache's key for VPCs.
+const FAMILY: &str = "ec2:DescribeVpcs";
 
 impl VpcKind {
     async fn dns(&self, id: &str) -> ProviderResult<(bool, bool)> {
@@ -140,12 +144,39 @@ impl Kind for VpcKind {
         }
     }
 
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {
+        self.refresh.warm(FAMILY, |f| self.describe(f)).await;
+    }
+
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        // The ids are known, so the DNS attributes are read alongside the
-        // VPCs rather than after them: one round trip of latency.
+        // Outside a refresh the ids are known, so the DNS attributes are
+        // read alongside the VPCs: one round trip of latency. During a
+        // refresh the VPCs come from the owner-tagged listing made alongside
+        // the state read, before any id is known; DescribeVpcAttribute takes
+        // a VPC id and one attribute per call, so reading them would cost a
+        // second round trip and two requests on every plan. They are taken
+        // from state instead: a change in the stack still updates them, but
+        // a change made outside devstack to these two attributes is not seen
+        // by a plan (docs/operations: drift).
         let ids: Vec<String> = items.iter().map(|i| i.id.clone()).collect();
-        let vpcs = self.describe(vec![tags::filter("vpc-id", ids.clone())]);
-        let dns = futures::future::join_all(ids.iter().map(|id| self.dns(id)));
+        let vpcs = self.refresh.by_ids(
+            FAMILY,
+            "vpc-id",
+            ids.clone(),
+            |v: &aws_sdk_ec2::types::Vpc| v.vpc_id(),
+            |f| self.describe(f),
+        );
+        let refreshing = self.refresh.active();
+        let dns = futures::future::join_all(items.iter().map(|i| async move {
+            let recorded = (
+                i.attrs.get("enable_dns_support").and_then(Value::as_bool),
+                i.attrs.get("enable_dns_hostnames").and_then(Value::as_bool),
+            );
+            match recorded {
+                (Some(s), Some(h)) if refreshing => Ok((s, h)),
+                _ => self.dns(&i.id).await,
+            }
+        }));
         let (vpcs, dns) = futures::join!(vpcs, dns);
         let vpcs = vpcs?;
         let mut out = Vec::new();
@@ -159,7 +190,10 @@ impl Kind for VpcKind {
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
-        let vpcs = self.describe(tags::owner_filters(meta)).await?;
+        let vpcs = self
+            .refresh
+            .owned(FAMILY, meta, |f| self.describe(f))
+            .await?;
         let mut out = Vec::new();
         for item in items {
             match vpcs.iter().find(|v| {

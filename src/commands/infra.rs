@@ -88,6 +88,19 @@ async fn manager_release(
     }
 }
 
+/// Reads state and, at the same time, whatever the refresh can read
+/// without it (engine::plan::prefetch): a no-op plan is then one round trip.
+async fn load_and_prefetch(infra: &Infra) -> anyhow::Result<Option<Snapshot>> {
+    let (snapshot, ()) = tokio::join!(
+        infra.store.load(&infra.key),
+        crate::engine::plan::prefetch(&infra.stack, &infra.provider)
+    );
+    snapshot.map_err(|e| {
+        crate::engine::provider::Provider::end_refresh(&infra.provider);
+        state_err(e)
+    })
+}
+
 /// Turns state errors into one clear line with a hint.
 fn state_err(e: StateError) -> anyhow::Error {
     match e {
@@ -159,7 +172,7 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
     };
     let result = async {
         let (snapshot, held) = futures::join!(
-            infra.store.load(&infra.key),
+            load_and_prefetch(&infra),
             async {
                 match &lock {
                     Some(_) => None,
@@ -167,7 +180,7 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
                 }
             }
         );
-        let snapshot = snapshot.map_err(state_err)?;
+        let snapshot = snapshot?;
         if let Some(held) = held.filter(|h| h.lease_expires_at > state::now_epoch()) {
             ctx.printer.warn(&format!(
                 "the state is locked by {}: that {} is in progress, so this plan may show a half-done view; plan again when it finishes",
@@ -290,7 +303,11 @@ async fn apply_locked(
     auto_approve: bool,
     concurrency: usize,
 ) -> anyhow::Result<u8> {
-    let snapshot = infra.store.load(&infra.key).await.map_err(state_err)?;
+    let snapshot = if saved.is_some() {
+        infra.store.load(&infra.key).await.map_err(state_err)?
+    } else {
+        load_and_prefetch(infra).await?
+    };
     let plan = match saved {
         Some(saved) => verified(infra, &saved, snapshot.as_ref(), &opts).await?,
         None => make_plan(&infra.stack, snapshot.as_ref(), &infra.provider, &opts)

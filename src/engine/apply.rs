@@ -1,9 +1,21 @@
 //! Apply: turn a plan into steps and run them as a DAG with bounded
-//! concurrency, recording state after every single step.
+//! concurrency, recording every completed step in state by group commit.
 //!
 //! - Creates and updates run in dependency order, deletes in reverse.
 //! - A replace is a delete followed by a create (destroy-before-create).
-//! - A step counts as done only once the journal has recorded it.
+//! - State writes are off the critical path (group commit, as database
+//!   journals and Pulumi's snapshot persister do): one write is in flight at
+//!   a time and carries every step completed since the previous one began;
+//!   a completed step releases its dependents at once, without waiting for
+//!   its write. What that costs in crash safety is nothing: a kill between
+//!   a create and the write that records it leaves a resource that state
+//!   lacks, exactly as a kill between the create call and any write always
+//!   could, and the next plan adopts it by its tags or name (every kind's
+//!   `find`; tests/crash_safety.rs kills the apply at every request).
+//! - A step counts as done (reported `Finished`, listed in `done`) only once
+//!   a write that holds it has succeeded, and [`apply`] returns only after
+//!   the last write: the command cannot report success before state holds
+//!   every step. The stack outputs ride on the last write.
 //! - On the first failure nothing new is scheduled; steps in flight finish
 //!   and are recorded; steps that depended on the failed one are skipped
 //!   and not reported as errors of their own.
@@ -269,6 +281,14 @@ pub async fn apply(
     let mut report = ApplyReport::default();
     let concurrency = concurrency.max(1);
 
+    // Group commit: one state write in flight at a time, carrying every
+    // step completed since the previous one started.
+    let mut journal_slot: Option<&mut dyn Journal> = Some(journal);
+    let mut flushing: Option<Flush<'_>> = None;
+    let mut unflushed: Vec<(usize, Duration)> = Vec::new();
+    let mut dirty = false;
+    let mut outputs_done = false;
+
     loop {
         let stopping = report.failure.is_some() || report.journal_error.is_some();
         while !stopping && running.len() < concurrency {
@@ -296,53 +316,119 @@ pub async fn apply(
             });
             running.spawn(run_step(work));
         }
-        let Some(joined) = running.join_next().await else {
+        let stopping = report.failure.is_some() || report.journal_error.is_some();
+        // No step will start any more: the stack outputs ride on the last
+        // write rather than costing one of their own.
+        if running.is_empty() && (stopping || ready.is_empty()) && !outputs_done {
+            outputs_done = true;
+            if report.ok() && set_outputs(plan, snapshot) {
+                dirty = true;
+            }
+        }
+        if flushing.is_none() && dirty && report.journal_error.is_none() {
+            if let Some(j) = journal_slot.take() {
+                dirty = false;
+                flushing = Some(start_flush(
+                    j,
+                    snapshot.clone(),
+                    std::mem::take(&mut unflushed),
+                ));
+            }
+        }
+        if running.is_empty() && flushing.is_none() {
             break;
-        };
-        let (i, result, elapsed, applied) = match joined {
-            Ok(r) => r,
-            Err(e) => {
-                report.failure = Some(("(task)".into(), Op::Update, e.to_string()));
-                continue;
+        }
+        let next = {
+            let step = async {
+                if running.is_empty() {
+                    std::future::pending().await
+                } else {
+                    running.join_next().await
+                }
+            };
+            let flush = async {
+                match flushing.as_mut() {
+                    Some(f) => f.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                s = step => Next::Step(s),
+                f = flush => Next::Flushed(f),
             }
         };
-        let step = &steps[i];
-        match result {
-            Ok(live) => {
-                if let Some(change) = by_addr.get(step.address.as_str()) {
-                    record(snapshot, step, change, live.as_ref(), applied);
-                }
-                if let Err(e) = journal.record(snapshot).await {
-                    report.journal_error = Some(format!(
-                        "{} was {} but recording it in state failed: {e:#}",
-                        step.address,
-                        step.op.done()
-                    ));
-                }
-                reporter.event(Event::Finished {
-                    address: step.address.clone(),
-                    op: step.op,
-                    id: snapshot.resources.get(&step.address).map(|r| r.id.clone()),
-                    elapsed,
-                });
-                report.done.push((step.address.clone(), step.op));
-                for &d in &dependents[i] {
-                    waiting[d] -= 1;
-                    if waiting[d] == 0 && !blocked.contains(&d) {
-                        ready.insert(d);
+        match next {
+            Next::Flushed((j, result, written, included)) => {
+                flushing = None;
+                journal_slot = Some(j);
+                match result {
+                    Ok(()) => {
+                        snapshot.serial = written.serial;
+                        // Only now does a step count as done: state holds it.
+                        for (i, elapsed) in included {
+                            let step = &steps[i];
+                            reporter.event(Event::Finished {
+                                address: step.address.clone(),
+                                op: step.op,
+                                id: written.resources.get(&step.address).map(|r| r.id.clone()),
+                                elapsed,
+                            });
+                            report.done.push((step.address.clone(), step.op));
+                        }
+                    }
+                    Err(e) => {
+                        let what: Vec<String> = included
+                            .iter()
+                            .map(|(i, _)| {
+                                format!("{} was {}", steps[*i].address, steps[*i].op.done())
+                            })
+                            .collect();
+                        report.journal_error = Some(if what.is_empty() {
+                            format!("recording outputs failed: {e:#}")
+                        } else {
+                            format!(
+                                "{} but recording it in state failed: {e:#}",
+                                what.join(", ")
+                            )
+                        });
                     }
                 }
             }
-            Err(e) => {
-                reporter.event(Event::Failed {
-                    address: step.address.clone(),
-                    op: step.op,
-                    error: e.message.clone(),
-                });
-                if report.failure.is_none() {
-                    report.failure = Some((step.address.clone(), step.op, e.message));
+            Next::Step(None) => {}
+            Next::Step(Some(Err(e))) => {
+                report.failure = Some(("(task)".into(), Op::Update, e.to_string()));
+            }
+            Next::Step(Some(Ok((i, result, elapsed, applied)))) => {
+                let step = &steps[i];
+                match result {
+                    Ok(live) => {
+                        if let Some(change) = by_addr.get(step.address.as_str()) {
+                            record(snapshot, step, change, live.as_ref(), applied);
+                        }
+                        dirty = true;
+                        unflushed.push((i, elapsed));
+                        // Dependents start now, not after the state write:
+                        // a crash before the write leaves this step's
+                        // resource tagged, and the next plan adopts it.
+                        for &d in &dependents[i] {
+                            waiting[d] -= 1;
+                            if waiting[d] == 0 && !blocked.contains(&d) {
+                                ready.insert(d);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        reporter.event(Event::Failed {
+                            address: step.address.clone(),
+                            op: step.op,
+                            error: e.message.clone(),
+                        });
+                        if report.failure.is_none() {
+                            report.failure = Some((step.address.clone(), step.op, e.message));
+                        }
+                        block(i, &dependents, &mut blocked);
+                    }
                 }
-                block(i, &dependents, &mut blocked);
             }
         }
     }
@@ -355,33 +441,63 @@ pub async fn apply(
             report.skipped.push((s.address.clone(), s.op));
         }
     }
-    if report.ok() {
-        let outputs = plan
-            .outputs
-            .iter()
-            .map(|(name, v)| {
-                let value = resolve(v, &|a, o| {
-                    plan.data
-                        .get(a)
-                        .and_then(|d| d.get(o).cloned())
-                        .or_else(|| snapshot.output_of(a, o))
-                });
-                (name.clone(), value)
-            })
-            .filter(|(_, v)| !is_unknown(v))
-            .collect();
-        if snapshot.outputs != outputs || plan.destroy {
-            snapshot.outputs = if plan.destroy {
-                BTreeMap::new()
-            } else {
-                outputs
-            };
-            if let Err(e) = journal.record(snapshot).await {
-                report.journal_error = Some(format!("recording outputs failed: {e:#}"));
-            }
-        }
-    }
     report
+}
+
+/// A state write in flight: it holds the journal and hands it back with
+/// the snapshot it wrote and the steps (with their durations) it carried.
+type Flush<'a> = futures::future::BoxFuture<'a, Flushed<'a>>;
+
+/// What a finished state write hands back.
+type Flushed<'a> = (
+    &'a mut dyn Journal,
+    anyhow::Result<()>,
+    Snapshot,
+    Vec<(usize, Duration)>,
+);
+
+enum Next<'a> {
+    Step(Option<Result<StepResult, tokio::task::JoinError>>),
+    Flushed(Flushed<'a>),
+}
+
+fn start_flush(
+    journal: &mut dyn Journal,
+    mut snapshot: Snapshot,
+    included: Vec<(usize, Duration)>,
+) -> Flush<'_> {
+    Box::pin(async move {
+        let result = journal.record(&mut snapshot).await;
+        (journal, result, snapshot, included)
+    })
+}
+
+/// Puts the plan's stack outputs into the snapshot; true when they changed.
+fn set_outputs(plan: &Plan, snapshot: &mut Snapshot) -> bool {
+    let outputs: BTreeMap<String, Value> = plan
+        .outputs
+        .iter()
+        .map(|(name, v)| {
+            let value = resolve(v, &|a, o| {
+                plan.data
+                    .get(a)
+                    .and_then(|d| d.get(o).cloned())
+                    .or_else(|| snapshot.output_of(a, o))
+            });
+            (name.clone(), value)
+        })
+        .filter(|(_, v)| !is_unknown(v))
+        .collect();
+    if snapshot.outputs != outputs || plan.destroy {
+        snapshot.outputs = if plan.destroy {
+            BTreeMap::new()
+        } else {
+            outputs
+        };
+        true
+    } else {
+        false
+    }
 }
 
 fn block(i: usize, dependents: &[Vec<usize>], blocked: &mut BTreeSet<usize>) {

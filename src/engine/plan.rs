@@ -380,8 +380,67 @@ pub struct RefreshStats {
     pub resources_read: usize,
 }
 
-/// Computes a plan.
+/// Starts a refresh and the reads it can make before state is known (run
+/// it alongside the state read, then [`plan`]): each kind's reads keyed by
+/// names the stack declares or by the stack's own tags, and the data
+/// sources, batched per kind. Best effort: a failure here surfaces on the
+/// plan's own read.
+pub async fn prefetch(stack: &Stack, provider: &dyn Provider) {
+    let meta = Meta {
+        stack: stack.name.clone(),
+        env: stack.env.clone(),
+    };
+    provider.begin_refresh(&meta);
+    let mut by_kind: BTreeMap<&str, Vec<FindRequest>> = BTreeMap::new();
+    for r in &stack.resources {
+        let desired = resolve(&r.body, &|_: &str, _: &str| None);
+        by_kind
+            .entry(r.kind.as_str())
+            .or_default()
+            .push(FindRequest {
+                address: r.address.clone(),
+                desired,
+            });
+    }
+    let mut data: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for d in &stack.data {
+        data.entry(d.kind.as_str())
+            .or_default()
+            .push(d.query.clone());
+    }
+    let meta = &meta;
+    let kinds = by_kind.into_iter().map(|(kind, items)| async move {
+        if let Some(k) = provider.kind(kind) {
+            k.prefetch(meta, &items).await;
+        }
+    });
+    let data = data.into_iter().map(|(kind, queries)| async move {
+        if let Some(k) = provider.data_kind(kind) {
+            k.prefetch(&queries).await;
+        }
+    });
+    futures::join!(join_all(kinds), join_all(data));
+}
+
+/// Computes a plan. Its reads share answers (one describe per API family)
+/// through the provider's refresh, begun here unless [`prefetch`] already
+/// began it, and ended before it returns.
 pub async fn plan(
+    stack: &Stack,
+    snapshot: Option<&Snapshot>,
+    provider: &dyn Provider,
+    opts: &PlanOptions,
+) -> Result<Plan, PlanError> {
+    provider.begin_refresh(&Meta {
+        stack: stack.name.clone(),
+        env: stack.env.clone(),
+    });
+    let result = plan_refreshed(stack, snapshot, provider, opts).await;
+    provider.end_refresh();
+    result
+}
+
+async fn plan_refreshed(
     stack: &Stack,
     snapshot: Option<&Snapshot>,
     provider: &dyn Provider,

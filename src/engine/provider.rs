@@ -110,6 +110,14 @@ pub trait Kind: Send + Sync {
     /// result is in request order, `None` for a resource that is gone.
     async fn read(&self, items: &[ReadRequest]) -> ProviderResult<Vec<Option<Live>>>;
 
+    /// Starts, before state is read, the reads a refresh will need that
+    /// depend on nothing state holds: names the stack knows (`items` are
+    /// the stack's resources of this kind, references unresolved) or the
+    /// stack's own tags. Best effort: errors surface on the `read` or
+    /// `find` that uses the answer. Only between
+    /// [`Provider::begin_refresh`] and [`Provider::end_refresh`].
+    async fn prefetch(&self, _meta: &Meta, _items: &[FindRequest]) {}
+
     /// Finds resources that a crashed apply created but never recorded
     /// (by tags, deterministic names or natural keys); `None` where there
     /// is none. The default finds nothing.
@@ -140,6 +148,10 @@ pub trait Kind: Send + Sync {
 pub trait DataKind: Send + Sync {
     fn name(&self) -> &'static str;
     async fn read(&self, query: &Value) -> ProviderResult<BTreeMap<String, Value>>;
+
+    /// Reads every query of this kind in as few requests as the API
+    /// allows, for the `read`s of the same refresh to answer from.
+    async fn prefetch(&self, _queries: &[Value]) {}
 }
 
 /// A provider: the kinds it knows.
@@ -148,4 +160,8 @@ pub trait Provider: Send + Sync {
     fn data_kind(&self, _name: &str) -> Option<Arc<dyn DataKind>> {
         None
     }
+    /// A refresh begins: reads may share answers until `end_refresh`.
+    fn begin_refresh(&self, _meta: &Meta) {}
+    /// The refresh is over: nothing read before may answer a later read.
+    fn end_refresh(&self) {}
 }
