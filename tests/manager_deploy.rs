@@ -172,10 +172,16 @@ async fn deploy_sends_one_run_shell_script_command_with_every_step_the_binary_an
     // Exactly the embedded manager files, plus their manifest.
     let mut shipped = unpack_payload(script);
     let manifest = text(&shipped.remove(".devstack-manifest").expect("a manifest"));
-    let embedded: BTreeMap<String, Vec<u8>> = devstack::manager::embedded()
+    // ...rendered for the environment deployed (prod): prometheus.yml's
+    // worker Name tag and region are filled in, no placeholder ships.
+    let env = devstack::stack::env::Env::load("prod").unwrap();
+    let embedded: BTreeMap<String, Vec<u8>> = devstack::manager::rendered(&env)
         .into_iter()
         .map(|f| (f.path, f.bytes))
         .collect();
+    let prom = text(&shipped["prometheus/prometheus.yml"]);
+    assert!(!prom.contains("__WORKER_NAME__") && !prom.contains("__REGION__"));
+    assert!(prom.contains("prog-strength-developer-worker") && prom.contains("us-east-2"));
     assert!(
         embedded.contains_key("docker-compose.yml")
             || embedded.contains_key("manager-user-data.sh")

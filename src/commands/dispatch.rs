@@ -136,6 +136,8 @@ async fn check_secrets(ctx: &Context, env: &Env) -> anyhow::Result<()> {
     use crate::engine::resource::Data as _;
     let kind = SecretKind {
         secrets: aws_sdk_secretsmanager::Client::new(ctx.aws().await?),
+        // Outside a plan the per-plan cache is idle: every read goes to AWS.
+        refresh: crate::aws::refresh::Refresh::new(),
     };
     let stack = crate::stack::stack(env);
     let reads = stack

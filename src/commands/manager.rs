@@ -50,7 +50,10 @@ async fn deploy(ctx: &Context, args: ManagerDeployArgs) -> anyhow::Result<u8> {
             "run `devstack apply` first",
         )
     })?;
-    let files = mgr::embedded();
+    // Files with per-environment placeholders (the worker Name tag and the
+    // region in prometheus.yml) are rendered for this environment first:
+    // the manifest, the dry run and the payload all see what is installed.
+    let files = mgr::rendered(env);
     let client = aws_sdk_ssm::Client::new(ctx.aws().await?);
     let timeout = Duration::from_secs(args.timeout);
 

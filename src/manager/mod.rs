@@ -96,6 +96,19 @@ pub fn embedded() -> Vec<BundleFile> {
         .collect()
 }
 
+/// The files of this build as the manager of `env` runs them: each passed
+/// through [`crate::stack::manager::render_file`] (prometheus.yml carries the
+/// environment's worker Name tag and region as placeholders).
+pub fn rendered(env: &crate::stack::env::Env) -> Vec<BundleFile> {
+    embedded()
+        .into_iter()
+        .map(|f| BundleFile {
+            bytes: crate::stack::manager::render_file(env, &f.path, &f.bytes),
+            ..f
+        })
+        .collect()
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     digest.iter().fold(String::with_capacity(64), |mut s, b| {
@@ -416,6 +429,21 @@ mod tests {
             url: "https://example.com/devstack-aarch64".into(),
             sha256: "ab".repeat(32),
         }
+    }
+
+    #[test]
+    fn deployed_files_carry_no_placeholder() {
+        let env = crate::stack::env::Env::load("stg").unwrap();
+        let files = rendered(&env);
+        let prom = files
+            .iter()
+            .find(|f| f.path == crate::stack::manager::PROMETHEUS_CONFIG)
+            .expect("prometheus.yml is shipped");
+        let text = String::from_utf8(prom.bytes.clone()).unwrap();
+        assert!(!text.contains("__WORKER_NAME__"), "{text}");
+        assert!(!text.contains("__REGION__"), "{text}");
+        assert!(text.contains(&env.worker_name()), "{text}");
+        assert!(text.contains(&env.region), "{text}");
     }
 
     #[test]
