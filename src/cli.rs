@@ -123,6 +123,7 @@ pub struct PlanArgs {
 pub struct ShowArgs {
     /// A plan saved with `devstack plan --out FILE`.
     pub plan_file: PathBuf,
+    /// How to print it: text (terminal), markdown (the sticky PR comment) or json.
     #[arg(long, value_enum, default_value = "text")]
     pub format: PlanFormat,
     /// Link shown in a truncated markdown plan (e.g. the CI job log).
