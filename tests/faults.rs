@@ -18,7 +18,6 @@ mod common;
 mod proxy;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -33,30 +32,8 @@ const ENV: &str = "prod";
 /// Share of requests faulted.
 const FAULT_RATE: f64 = 0.2;
 
-/// Runs `devstack ARGS` against `endpoint` (moto or the proxy): exit code
-/// and output.
 fn run(moto: &Moto, dir: &Path, endpoint: &str, args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_devstack"));
-    cmd.current_dir(dir);
-    for (k, v) in moto.env() {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env_remove("AWS_PROFILE")
-        .env_remove("RUST_LOG")
-        .env_remove("DEVSTACK_ENV")
-        .env_remove("DEVSTACK_STATE")
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run devstack {args:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    common::run_at(moto, dir, endpoint, args)
 }
 
 fn apply_converges_through_faults(seed: u64) {

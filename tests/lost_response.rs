@@ -15,7 +15,6 @@ mod common;
 mod proxy;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use common::{inventory, Moto};
 use proxy::{Fault, Proxy, ProxyConfig};
@@ -35,27 +34,7 @@ const CREATES: &[(&str, Fault)] = &[
 ];
 
 fn run(moto: &Moto, dir: &Path, endpoint: &str, args: &[&str]) -> (i32, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_devstack"));
-    cmd.current_dir(dir);
-    for (k, v) in moto.env() {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .env("AWS_ENDPOINT_URL", endpoint)
-        .env_remove("AWS_PROFILE")
-        .env_remove("RUST_LOG")
-        .env_remove("DEVSTACK_ENV")
-        .env_remove("DEVSTACK_STATE")
-        .stdin(Stdio::null())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run devstack {args:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    common::run_at(moto, dir, endpoint, args)
 }
 
 #[test]

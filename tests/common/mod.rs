@@ -170,6 +170,32 @@ pub fn devstack(moto: &Moto, dir: &Path) -> assert_cmd::Command {
     cmd
 }
 
+/// Runs `devstack ARGS` in `dir` against `endpoint` (moto, or a proxy in
+/// front of it): the exit code and stdout followed by stderr.
+pub fn run_at(moto: &Moto, dir: &Path, endpoint: &str, args: &[&str]) -> (i32, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_devstack"));
+    cmd.current_dir(dir);
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .env("AWS_ENDPOINT_URL", endpoint)
+        .env_remove("AWS_PROFILE")
+        .env_remove("RUST_LOG")
+        .env_remove("DEVSTACK_ENV")
+        .env_remove("DEVSTACK_STATE")
+        .stdin(Stdio::null())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run devstack {args:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
 /// The stack's protected resources: a full destroy must name each one.
 pub const PROTECTED: [&str; 3] = [
     "dynamodb_table.runs",
