@@ -17,7 +17,9 @@ pub mod manager;
 use std::collections::BTreeMap;
 
 use crate::aws::caller_identity::CallerIdentity;
-use crate::aws::dynamodb_table::{BillingMode, DynamoDbTable, KeyAttribute};
+use crate::aws::dynamodb_table::{
+    BillingMode, DynamoDbTable, GlobalIndex, KeyAttribute, Projection,
+};
 use crate::aws::ebs_volume::EbsVolume;
 use crate::aws::eip::Eip;
 use crate::aws::eip_association::EipAssociation;
@@ -41,6 +43,7 @@ use crate::aws::tags::Tags;
 use crate::aws::volume_attachment::VolumeAttachment;
 use crate::aws::vpc::Vpc;
 use crate::engine::resource::{Handle, Stack};
+use crate::fleet::dynamo::LOCK_INDEX;
 use env::Env;
 
 /// Ports the manager scrapes on workers, and workers push to on the manager.
@@ -196,6 +199,9 @@ pub fn stack_with(env: &Env, manager_binary: Option<&manager::ManagerBinary>) ->
     // Data: the run registry and the workers' logs. The runs table holds
     // the fleet's locks and its whole run history (platform.md §3): it is
     // protected, so a key-schema change can never replace it by accident.
+    // Its one index is sparse: only rows with an `expires_at` (locks and
+    // fleet slots, never history) are in it, so `fleet list` reads the
+    // unexpired locks without reading the history. Added in place.
     // ---------------------------------------------------------------------
     let runs = s.add_protected(
         "dynamodb_table.runs",
@@ -205,6 +211,12 @@ pub fn stack_with(env: &Env, manager_binary: Option<&manager::ManagerBinary>) ->
             hash_key: KeyAttribute::string("sow"),
             range_key: Some(KeyAttribute::string("sk")),
             ttl_attribute: Some("expires_at".into()),
+            global_indexes: vec![GlobalIndex {
+                name: LOCK_INDEX.into(),
+                hash_key: KeyAttribute::string("sk"),
+                range_key: Some(KeyAttribute::number("expires_at")),
+                projection: Projection::All,
+            }],
             tags: tags(env.runs_table()),
         },
     );

@@ -626,3 +626,157 @@ async fn reconcile_apply_terminates_overdue_workers_and_times_out_their_locks() 
     let run = &s.registry.list_history("sows/slow.md").await.unwrap()[0];
     assert_eq!(run.outcome, Some(devstack::fleet::Outcome::Timeout));
 }
+
+#[path = "../bench/proxy.rs"]
+mod proxy;
+
+/// Seeds `rows` finished history rows and one finished, long-expired lock
+/// per ticket: a table that has seen a year of work.
+async fn seed_past(client: &aws_sdk_dynamodb::Client, table: &str, rows: usize) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    use fleet_support::{n, s};
+    let mut writes = Vec::new();
+    for i in 0..rows {
+        let started = 1_700_000_000 + i as i64 * 3_600;
+        let ticket = format!("sows/old-{}.md", i % 40);
+        writes.push(std::collections::HashMap::from([
+            ("sow".to_string(), s(&ticket)),
+            ("sk".to_string(), s(&format!("RUN#{started:020}#seed{i}"))),
+            ("dispatch_id".to_string(), s(&format!("seed{i}"))),
+            ("doc_type".to_string(), s("sow")),
+            ("compute_type".to_string(), s("ec2:t3.xlarge")),
+            ("model".to_string(), s("claude-opus-5")),
+            ("status".to_string(), s("working")),
+            ("started_at".to_string(), n(started)),
+            ("updated_at".to_string(), n(started)),
+        ]));
+    }
+    for t in 0..40.min(rows) {
+        writes.push(std::collections::HashMap::from([
+            ("sow".to_string(), s(&format!("sows/old-{t}.md"))),
+            ("sk".to_string(), s("LOCK")),
+            ("dispatch_id".to_string(), s(&format!("seed{t}"))),
+            // A lock left `working` by a worker that died long ago: expired,
+            // so not active whatever its status says.
+            ("status".to_string(), s("working")),
+            ("started_at".to_string(), n(1_700_000_000)),
+            ("updated_at".to_string(), n(1_700_000_000)),
+            ("expires_at".to_string(), n(1_700_025_200)),
+        ]));
+    }
+    for chunk in writes.chunks(25) {
+        let requests = chunk
+            .iter()
+            .map(|item| {
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item.clone()))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            })
+            .collect();
+        client
+            .batch_write_item()
+            .request_items(table, requests)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// `fleet list` reads the stack's lock index: one Query, no Scan, however
+/// much history the table holds; the expired and finished locks and the
+/// history rows stay out of the answer. On a table from before the index
+/// (Terraform's), the same answer comes from a Scan, with one warning
+/// saying how to add the index.
+#[tokio::test]
+async fn list_reads_the_lock_index_and_falls_back_to_a_scan_without_it() {
+    let s = setup().await;
+    let client = fleet_support::dynamodb(&s.moto.endpoint).await;
+    fleet_support::create_runs_table_without_index(&client, "tf-runs").await;
+    for table in [RUNS_TABLE, "tf-runs"] {
+        seed_past(&client, table, 300).await;
+        for (sow, id) in [("sows/live-a.md", "la"), ("dx/live-b.md", "lb")] {
+            s.fleet(&[
+                "--table",
+                table,
+                "acquire",
+                "--sow",
+                sow,
+                "--dispatch-id",
+                id,
+            ])
+            .code(0);
+        }
+        s.fleet(&["--table", table, "acquire", "--sow", "sows/done.md"])
+            .code(0);
+        s.fleet(&[
+            "--table",
+            table,
+            "release",
+            "--sow",
+            "sows/done.md",
+            "--instance-id",
+            "none",
+            "--outcome",
+            "success",
+        ])
+        .code(0);
+    }
+
+    let proxy = proxy::Proxy::start_blocking(&s.moto.endpoint, proxy::ProxyConfig::transparent());
+    let list = |table: &str| {
+        proxy.reset_count();
+        let out = devstack(&s.moto, s.dir.path())
+            .env("AWS_ENDPOINT_URL", proxy.url())
+            .args(["fleet", "--table", table, "list", "--json"])
+            .assert()
+            .code(0);
+        let mut sows: Vec<String> = json(&out)
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["sow"].as_str().unwrap().to_string())
+            .collect();
+        sows.sort();
+        // devstack's own lines (the harness points the SDK's config files
+        // at /nonexistent, which the SDK warns about).
+        let err: Vec<String> = stderr(&out)
+            .lines()
+            .filter(|l| !l.contains("config file overridden"))
+            .map(str::to_string)
+            .collect();
+        (sows, err.join("\n"), proxy.action_counts())
+    };
+
+    let (sows, err, actions) = list(RUNS_TABLE);
+    assert_eq!(sows, ["dx/live-b.md", "sows/live-a.md"]);
+    assert_eq!(err, "", "no warning with the index");
+    assert_eq!(actions.get("Scan"), None, "{actions:?}");
+    // The lock index, and the slots of the `#fleet` partition.
+    assert_eq!(actions.get("Query"), Some(&2), "{actions:?}");
+    let bodies: Vec<String> = proxy
+        .requests()
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("\"IndexName\":\"locks-by-expiry\"")),
+        "{bodies:?}"
+    );
+
+    let (sows, err, actions) = list("tf-runs");
+    assert_eq!(sows, ["dx/live-b.md", "sows/live-a.md"]);
+    assert_eq!(actions.get("Scan"), Some(&1), "{actions:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("tf-runs has no usable index locks-by-expiry")
+            && err.contains("run `devstack apply` to add the index"),
+        "{err}"
+    );
+}

@@ -4,6 +4,12 @@
 //! by declaring the table protected, so a replacement needs
 //! `--allow-destroy` and never happens by accident.
 //!
+//! Global secondary indexes are updated in place (`UpdateTable`, one index
+//! created or deleted per call, as DynamoDB requires): adding the fleet's
+//! lock index to a running table never replaces it. devstack does not wait
+//! for a new index to finish backfilling; readers fall back to the table
+//! until it is `ACTIVE` (see `fleet::dynamo`).
+//!
 //! The table's name is its id and is deterministic, so `find` adopts by
 //! name: a table a crashed apply created (or one created before devstack
 //! existed) is found again rather than created twice. There is no batch
@@ -14,7 +20,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode as SdkBillingMode, KeySchemaElement, KeyType as SdkKeyRole,
+    AttributeDefinition, BillingMode as SdkBillingMode, CreateGlobalSecondaryIndexAction,
+    DeleteGlobalSecondaryIndexAction, GlobalSecondaryIndexDescription, GlobalSecondaryIndexUpdate,
+    KeySchemaElement, KeyType as SdkKeyRole, Projection as SdkProjection, ProjectionType,
     ScalarAttributeType, TableDescription, TableStatus, Tag, TimeToLiveSpecification,
     TimeToLiveStatus,
 };
@@ -65,6 +73,37 @@ impl KeyAttribute {
             kind: KeyType::S,
         }
     }
+
+    /// A number key attribute.
+    pub fn number(name: &str) -> KeyAttribute {
+        KeyAttribute {
+            name: name.to_string(),
+            kind: KeyType::N,
+        }
+    }
+}
+
+/// Which attributes an index copies from the table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", tag = "type", content = "attributes")]
+pub enum Projection {
+    /// Every attribute.
+    All,
+    /// The table's and the index's keys only.
+    KeysOnly,
+    /// The keys and these attributes.
+    Include(Vec<String>),
+}
+
+/// A global secondary index. On an on-demand table it has no throughput of
+/// its own. Items without the index's key attributes are not in it (a
+/// sparse index).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GlobalIndex {
+    pub name: String,
+    pub hash_key: KeyAttribute,
+    pub range_key: Option<KeyAttribute>,
+    pub projection: Projection,
 }
 
 /// The table as the stack declares it, and as `read` returns it.
@@ -77,6 +116,10 @@ pub struct DynamoDbTable {
     /// The attribute holding each item's expiry (epoch seconds); `None`
     /// leaves TTL off.
     pub ttl_attribute: Option<String>,
+    /// Global secondary indexes, by name; added and removed in place. State
+    /// written before devstack managed indexes has none.
+    #[serde(default)]
+    pub global_indexes: Vec<GlobalIndex>,
     pub tags: Tags,
 }
 
@@ -132,15 +175,18 @@ fn scalar(t: KeyType) -> ScalarAttributeType {
     }
 }
 
-/// The key attribute playing `role` (HASH or RANGE), with its type.
-fn key(t: &TableDescription, role: SdkKeyRole) -> Option<KeyAttribute> {
-    let name = t
-        .key_schema()
+/// The key attribute playing `role` (HASH or RANGE) in `schema`, with its
+/// type from the table's attribute definitions.
+fn key_in(
+    schema: &[KeySchemaElement],
+    definitions: &[AttributeDefinition],
+    role: SdkKeyRole,
+) -> Option<KeyAttribute> {
+    let name = schema
         .iter()
         .find(|k| k.key_type() == &role)?
         .attribute_name();
-    let kind = t
-        .attribute_definitions()
+    let kind = definitions
         .iter()
         .find(|d| d.attribute_name() == name)
         .map(|d| key_type(d.attribute_type()))
@@ -149,6 +195,100 @@ fn key(t: &TableDescription, role: SdkKeyRole) -> Option<KeyAttribute> {
         name: name.to_string(),
         kind,
     })
+}
+
+/// The table's key attribute playing `role`.
+fn key(t: &TableDescription, role: SdkKeyRole) -> Option<KeyAttribute> {
+    key_in(t.key_schema(), t.attribute_definitions(), role)
+}
+
+/// The table's global secondary indexes as declared (sorted by name), read
+/// back whatever their status: one still backfilling exists.
+fn global_indexes(t: &TableDescription) -> Vec<GlobalIndex> {
+    let mut out: Vec<GlobalIndex> = t
+        .global_secondary_indexes()
+        .iter()
+        .map(|g: &GlobalSecondaryIndexDescription| GlobalIndex {
+            name: g.index_name().unwrap_or_default().to_string(),
+            hash_key: key_in(g.key_schema(), t.attribute_definitions(), SdkKeyRole::Hash)
+                .unwrap_or(KeyAttribute {
+                    name: String::new(),
+                    kind: KeyType::S,
+                }),
+            range_key: key_in(g.key_schema(), t.attribute_definitions(), SdkKeyRole::Range),
+            projection: match g.projection() {
+                Some(p) => match p.projection_type() {
+                    Some(ProjectionType::KeysOnly) => Projection::KeysOnly,
+                    Some(ProjectionType::Include) => {
+                        Projection::Include(p.non_key_attributes().to_vec())
+                    }
+                    _ => Projection::All,
+                },
+                None => Projection::All,
+            },
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Attribute definitions for the table's keys and every index's keys, each
+/// attribute once (DynamoDB refuses a definition no key uses).
+fn definitions(want: &DynamoDbTable) -> ProviderResult<Vec<AttributeDefinition>> {
+    let mut keys: Vec<&KeyAttribute> = vec![&want.hash_key];
+    keys.extend(want.range_key.iter());
+    for g in &want.global_indexes {
+        keys.push(&g.hash_key);
+        keys.extend(g.range_key.iter());
+    }
+    let mut out: Vec<AttributeDefinition> = Vec::new();
+    for k in keys {
+        if out.iter().any(|d| d.attribute_name() == k.name) {
+            continue;
+        }
+        out.push(
+            AttributeDefinition::builder()
+                .attribute_name(&k.name)
+                .attribute_type(scalar(k.kind))
+                .build()
+                .map_err(build_err)?,
+        );
+    }
+    Ok(out)
+}
+
+/// A key schema: the hash key, then the range key if any.
+fn key_schema(
+    hash: &KeyAttribute,
+    range: Option<&KeyAttribute>,
+) -> ProviderResult<Vec<KeySchemaElement>> {
+    let mut schema = vec![KeySchemaElement::builder()
+        .attribute_name(&hash.name)
+        .key_type(SdkKeyRole::Hash)
+        .build()
+        .map_err(build_err)?];
+    if let Some(range) = range {
+        schema.push(
+            KeySchemaElement::builder()
+                .attribute_name(&range.name)
+                .key_type(SdkKeyRole::Range)
+                .build()
+                .map_err(build_err)?,
+        );
+    }
+    Ok(schema)
+}
+
+fn sdk_projection(p: &Projection) -> SdkProjection {
+    let b = SdkProjection::builder();
+    match p {
+        Projection::All => b.projection_type(ProjectionType::All),
+        Projection::KeysOnly => b.projection_type(ProjectionType::KeysOnly),
+        Projection::Include(attrs) => b
+            .projection_type(ProjectionType::Include)
+            .set_non_key_attributes(Some(attrs.clone())),
+    }
+    .build()
 }
 
 /// Tags without devstack's ownership tags (those never show as a diff).
@@ -294,6 +434,7 @@ impl DynamoDbTableKind {
             }),
             range_key: key(&table, SdkKeyRole::Range),
             ttl_attribute: ttl,
+            global_indexes: global_indexes(&table),
             tags,
         };
         Ok(Some(Live {
@@ -366,6 +507,83 @@ impl DynamoDbTableKind {
             self.set_ttl(name, new, true).await?;
         }
         Ok(())
+    }
+
+    /// Brings the indexes from `have` to `want.global_indexes`, one
+    /// `UpdateTable` per index (DynamoDB takes one index change per call)
+    /// and waiting for the table to be ACTIVE between them. An index whose
+    /// keys or projection changed is deleted, then created again: the
+    /// items stay in the table, the index is rebuilt from them. A new index
+    /// is not waited for while it backfills. Returns the table's ARN.
+    async fn sync_indexes(
+        &self,
+        name: &str,
+        want: &DynamoDbTable,
+        have: &[GlobalIndex],
+    ) -> ProviderResult<String> {
+        let mut arn = String::new();
+        let stale = have
+            .iter()
+            .filter(|h| !want.global_indexes.iter().any(|w| w == *h));
+        for h in stale {
+            let delete = DeleteGlobalSecondaryIndexAction::builder()
+                .index_name(&h.name)
+                .build()
+                .map_err(build_err)?;
+            self.dynamodb
+                .update_table()
+                .table_name(name)
+                .global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder().delete(delete).build(),
+                )
+                .send()
+                .await
+                .map_err(|e| provider_error("UpdateTable (delete index)", e))?;
+            arn = self.wait_index_gone(name, &h.name).await?;
+        }
+        let missing = want.global_indexes.iter().filter(|w| !have.contains(w));
+        for g in missing {
+            let create = CreateGlobalSecondaryIndexAction::builder()
+                .index_name(&g.name)
+                .set_key_schema(Some(key_schema(&g.hash_key, g.range_key.as_ref())?))
+                .projection(sdk_projection(&g.projection))
+                .build()
+                .map_err(build_err)?;
+            self.dynamodb
+                .update_table()
+                .table_name(name)
+                // Every key attribute, the table's too, as Terraform sends
+                // them: a definition left out could read back as dropped.
+                .set_attribute_definitions(Some(definitions(want)?))
+                .global_secondary_index_updates(
+                    GlobalSecondaryIndexUpdate::builder().create(create).build(),
+                )
+                .send()
+                .await
+                .map_err(|e| provider_error("UpdateTable (create index)", e))?;
+            arn = self.wait_active(name).await?;
+        }
+        Ok(arn)
+    }
+
+    /// Waits until the table is ACTIVE and `index` is no longer listed
+    /// (a deleted index shows as DELETING for a while); returns the ARN.
+    async fn wait_index_gone(&self, name: &str, index: &str) -> ProviderResult<String> {
+        for _ in 0..SETTLE_ATTEMPTS {
+            if let Some(t) = self.describe(name).await? {
+                let listed = t
+                    .global_secondary_indexes()
+                    .iter()
+                    .any(|g| g.index_name() == Some(index));
+                if !listed && t.table_status() == Some(&TableStatus::Active) {
+                    return Ok(t.table_arn().unwrap_or_default().to_string());
+                }
+            }
+            tokio::time::sleep(SETTLE_EVERY).await;
+        }
+        Err(ProviderError::new(format!(
+            "index {index} of table {name} was not deleted in time"
+        )))
     }
 
     /// Brings the tags from `live` to `desired`. `live` never holds the
@@ -460,28 +678,14 @@ impl Kind for DynamoDbTableKind {
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live> {
         let want = attrs_of(desired)?;
         on_demand_only(&want)?;
-        let mut definitions = vec![AttributeDefinition::builder()
-            .attribute_name(&want.hash_key.name)
-            .attribute_type(scalar(want.hash_key.kind))
-            .build()
-            .map_err(build_err)?];
-        let mut schema = vec![KeySchemaElement::builder()
-            .attribute_name(&want.hash_key.name)
-            .key_type(SdkKeyRole::Hash)
-            .build()
-            .map_err(build_err)?];
-        if let Some(range) = &want.range_key {
-            definitions.push(
-                AttributeDefinition::builder()
-                    .attribute_name(&range.name)
-                    .attribute_type(scalar(range.kind))
-                    .build()
-                    .map_err(build_err)?,
-            );
-            schema.push(
-                KeySchemaElement::builder()
-                    .attribute_name(&range.name)
-                    .key_type(SdkKeyRole::Range)
+        let schema = key_schema(&want.hash_key, want.range_key.as_ref())?;
+        let mut indexes = Vec::new();
+        for g in &want.global_indexes {
+            indexes.push(
+                aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
+                    .index_name(&g.name)
+                    .set_key_schema(Some(key_schema(&g.hash_key, g.range_key.as_ref())?))
+                    .projection(sdk_projection(&g.projection))
                     .build()
                     .map_err(build_err)?,
             );
@@ -490,8 +694,9 @@ impl Kind for DynamoDbTableKind {
             .create_table()
             .table_name(&want.name)
             .billing_mode(SdkBillingMode::PayPerRequest)
-            .set_attribute_definitions(Some(definitions))
+            .set_attribute_definitions(Some(definitions(&want)?))
             .set_key_schema(Some(schema))
+            .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
             .set_tags(Some(sdk_tags(&tags::with_ownership(
                 meta, address, &want.tags,
             ))?))
@@ -530,7 +735,10 @@ impl Kind for DynamoDbTableKind {
                 .await
                 .map_err(|e| provider_error("UpdateTable", e))?;
         }
-        let arn = self.wait_active(id).await?;
+        let mut arn = self.wait_active(id).await?;
+        if want.global_indexes != have.global_indexes {
+            arn = self.sync_indexes(id, &want, &have.global_indexes).await?;
+        }
         self.sync_ttl(
             id,
             have.ttl_attribute.as_deref(),

@@ -35,6 +35,17 @@
 //! live, with a `ConditionCheck` on that lock in the same transaction: the
 //! cap counts live locks, never leaked slots.
 //!
+//! `list_active` (fleet list, reconcile, dispatch's ghost reaping) reads
+//! the table's sparse index [`LOCK_INDEX`] (hash `sk`, range
+//! `expires_at`): only rows with an `expires_at` are in it, locks and
+//! slots, never history, so one `Query` for `sk = "LOCK"` and an unexpired
+//! `expires_at` costs the same at 100 history rows as at 100,000. The
+//! index needs nothing from the writers (every lock, the old tool's too,
+//! already carries both keys), so the worker's `GetItem`/`UpdateItem`
+//! role is unchanged. A table without the index (not yet applied, still
+//! backfilling, or a role that may not read it) is read with the old
+//! filtered `Scan`, with a warning saying how to add the index.
+//!
 //! Slot items are invisible to the old tool: its list reads `sk = "LOCK"`,
 //! its history `begins_with(sk, "RUN#")`.
 //!
@@ -62,6 +73,9 @@ use super::registry::{oldest_first, runs_oldest_first, AcquireError, AttachError
 
 /// Partition key of the fleet's slot items. `#` cannot start a ticket path.
 pub const FLEET_PARTITION: &str = "#fleet";
+/// The runs table's sparse lock index (declared in the stack): hash `sk`,
+/// range `expires_at`, every attribute projected.
+pub const LOCK_INDEX: &str = "locks-by-expiry";
 /// Sort-key prefix of slot items.
 pub const SLOT_PREFIX: &str = "SLOT#";
 /// The lock's attribute naming the slot it took (its sort key). The old
@@ -82,6 +96,15 @@ pub fn parse_slot_sk(sk: &str) -> Option<u32> {
 }
 
 type Item = HashMap<String, AttributeValue>;
+
+/// Why the lock index could not answer.
+enum IndexRead {
+    /// The index is missing, backfilling or not readable with these
+    /// credentials (the AWS error code): read the table instead.
+    Unusable(String),
+    /// Any other failure, reported as it is.
+    Failed(anyhow::Error),
+}
 
 /// The registry in a DynamoDB table (hash `sow`, range `sk`, TTL `expires_at`).
 #[derive(Debug, Clone)]
@@ -375,6 +398,67 @@ impl DynamoRegistry {
         }
         slots.sort_by_key(|s| s.slot);
         Ok(slots)
+    }
+
+    /// The working, unexpired locks from the sparse lock index: one
+    /// `Query` (paginated), whatever the size of the history.
+    async fn query_lock_index(&self, now: i64) -> Result<Vec<Item>, IndexRead> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(LOCK_INDEX)
+                .key_condition_expression("sk = :lock AND expires_at > :now")
+                .filter_expression("#status = :working")
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_values(":lock", s(LOCK_SK))
+                .expression_attribute_values(":now", n(now))
+                .expression_attribute_values(":working", s(Status::Working.as_str()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await;
+            let page = match page {
+                Ok(page) => page,
+                Err(e) => {
+                    return Err(match crate::aws::errors::code(&e) {
+                        // No such index (AWS: ValidationException; moto:
+                        // ResourceNotFoundException, which a missing table
+                        // also gives: the scan then reports that), one
+                        // still backfilling (ValidationException), or a
+                        // role allowed the table but not its indexes.
+                        Some(
+                            c @ ("ValidationException"
+                            | "ResourceNotFoundException"
+                            | "AccessDeniedException"),
+                        ) => IndexRead::Unusable(c.to_string()),
+                        _ => IndexRead::Failed(aws_error(e, "Query", &self.table)),
+                    });
+                }
+            };
+            items.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// The working, unexpired locks by a filtered `Scan` of the whole
+    /// table: what the old tool does, and the fallback without the index.
+    async fn scan_active(&self, now: i64) -> anyhow::Result<Vec<Item>> {
+        self.scan_all(
+            "sk = :lock AND #status = :working AND expires_at > :now",
+            &[("#status", "status")],
+            vec![
+                (":lock", s(LOCK_SK)),
+                (":working", s(Status::Working.as_str())),
+                (":now", n(now)),
+            ],
+        )
+        .await
     }
 
     async fn query_all(
@@ -710,17 +794,17 @@ impl Registry for DynamoRegistry {
     }
 
     async fn list_active(&self, now: i64) -> anyhow::Result<Vec<LockItem>> {
-        let items = self
-            .scan_all(
-                "sk = :lock AND #status = :working AND expires_at > :now",
-                &[("#status", "status")],
-                vec![
-                    (":lock", s(LOCK_SK)),
-                    (":working", s(Status::Working.as_str())),
-                    (":now", n(now)),
-                ],
-            )
-            .await?;
+        let items = match self.query_lock_index(now).await {
+            Ok(items) => items,
+            Err(IndexRead::Unusable(why)) => {
+                tracing::warn!(
+                    "the runs table {} has no usable index {LOCK_INDEX} ({why}); scanning the whole table instead (run `devstack apply` to add the index)",
+                    self.table
+                );
+                self.scan_active(now).await?
+            }
+            Err(IndexRead::Failed(e)) => return Err(e),
+        };
         let mut locks = items
             .iter()
             .map(lock_from_item)

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TimeToLiveSpecification,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
 use crate::common::REGION;
@@ -152,12 +152,23 @@ pub fn endpoint_env(endpoint: &str) -> Vec<(String, String)> {
 }
 
 /// Creates the runs table as platform.md §1 describes it: hash `sow` (S),
-/// range `sk` (S), on-demand, TTL on `expires_at`.
+/// range `sk` (S), on-demand, TTL on `expires_at`, and the stack's sparse lock
+/// index (hash `sk`, range `expires_at`).
 pub async fn create_runs_table(client: &aws_sdk_dynamodb::Client, name: &str) {
-    let attr = |n: &str| {
+    create_table(client, name, true).await
+}
+
+/// The runs table as Terraform made it: no lock index (the fleet falls
+/// back to scanning it).
+pub async fn create_runs_table_without_index(client: &aws_sdk_dynamodb::Client, name: &str) {
+    create_table(client, name, false).await
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, lock_index: bool) {
+    let attr = |n: &str, t: ScalarAttributeType| {
         AttributeDefinition::builder()
             .attribute_name(n)
-            .attribute_type(ScalarAttributeType::S)
+            .attribute_type(t)
             .build()
             .unwrap()
     };
@@ -168,17 +179,32 @@ pub async fn create_runs_table(client: &aws_sdk_dynamodb::Client, name: &str) {
             .build()
             .unwrap()
     };
-    client
+    let mut create = client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr("sow"))
-        .attribute_definitions(attr("sk"))
+        .attribute_definitions(attr("sow", ScalarAttributeType::S))
+        .attribute_definitions(attr("sk", ScalarAttributeType::S))
         .key_schema(key("sow", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .send()
-        .await
-        .expect("create the runs table");
+        .key_schema(key("sk", KeyType::Range));
+    if lock_index {
+        create = create
+            .attribute_definitions(attr("expires_at", ScalarAttributeType::N))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(devstack::fleet::dynamo::LOCK_INDEX)
+                    .key_schema(key("sk", KeyType::Hash))
+                    .key_schema(key("expires_at", KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            );
+    }
+    create.send().await.expect("create the runs table");
     client
         .update_time_to_live()
         .table_name(name)
