@@ -6,15 +6,24 @@
 //! Run: `cargo bench --bench fleet` (set `DEVSTACK_BIN` to time another
 //! build of the binary, `FLEET_BENCH_RUNS` to change the run count).
 //!
+//! The platform is applied first (`init`, `apply`), so dispatch reads
+//! state as in production. Then `fleet list` is timed at 100 and 5,000
+//! history rows, on the stack's runs table (its sparse lock index) and on a
+//! table from before the index (Terraform's, read by a Scan), with the
+//! requests each list makes (through bench/proxy.rs).
+//!
 //! moto answers on loopback, so these figures are devstack's own cost plus
-//! moto's; against AWS add one network round trip per call: list = Scan +
-//! Query (concurrent), acquire = Query + TransactWriteItems, dispatch =
-//! acquire + RunInstances + 2 UpdateItem.
+//! moto's; against AWS add one network round trip per call: list = two
+//! concurrent Query calls (the lock index and the slots), acquire = Query +
+//! TransactWriteItems, dispatch = state read + ghost reaping + acquire +
+//! RunInstances + UpdateItem calls.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 #[path = "../tests/fleet_support/mod.rs"]
 mod fleet_support;
+#[path = "proxy.rs"]
+mod proxy;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -23,11 +32,14 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use common::Moto;
 use devstack::fleet::{DynamoRegistry, Outcome, Registry, ReleaseBy, ReleaseRequest};
-use fleet_support::{create_launch_template, create_runs_table, endpoint_env, n, s, RUNS_TABLE};
+use fleet_support::{endpoint_env, n, s, RUNS_TABLE};
+use proxy::{Proxy, ProxyConfig};
 
-/// History rows seeded before the "busy table" list: a year of a handful
-/// of dispatches a day.
-const HISTORY_ROWS: usize = 1_500;
+/// History sizes `fleet list` is timed at: a few weeks, and years, of a
+/// handful of dispatches a day.
+const HISTORY_SIZES: [usize; 2] = [100, 5_000];
+/// A runs table as Terraform created it: no lock index.
+const TF_TABLE: &str = "terraform-era-runs";
 
 struct Stats {
     name: &'static str,
@@ -59,18 +71,22 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let moto = Moto::start();
     let dynamodb = rt.block_on(fleet_support::dynamodb(&moto.endpoint));
-    let ec2 = rt.block_on(fleet_support::ec2(&moto.endpoint));
-    rt.block_on(create_runs_table(&dynamodb, RUNS_TABLE));
-    let template = rt.block_on(create_launch_template(&ec2));
     let registry = DynamoRegistry::new(dynamodb.clone(), RUNS_TABLE, 10);
+    // The platform as `devstack apply` builds it: dispatch reads its launch
+    // template and manager from state, and the runs table has the stack's
+    // lock index.
+    let work = tempfile::tempdir().expect("tempdir");
 
     let run = |args: &[&str]| -> Duration {
         let start = Instant::now();
         let status = Command::new(&bin)
+            .current_dir(work.path())
             .args(args)
             .envs(endpoint_env(&moto.endpoint))
-            .env("DEVSTACK_LAUNCH_TEMPLATE_ID", &template)
-            .env("DEVSTACK_MANAGER_PRIVATE_IP", "10.20.2.10")
+            .env_remove("DEVSTACK_ENV")
+            .env_remove("DEVSTACK_STATE")
+            .env_remove("DEVSTACK_RELEASE_URL")
+            .env_remove("FLEET_TABLE_NAME")
             // A stand-in artifact: the bench never boots a worker.
             .env(
                 "DEVSTACK_WORKER_BINARY_URL",
@@ -80,11 +96,16 @@ fn main() {
             .env_remove("AWS_PROFILE")
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
+            .stderr(Stdio::piped())
+            .output()
             .expect("run devstack");
         let elapsed = start.elapsed();
-        assert!(status.success(), "devstack {args:?} failed: {status}");
+        assert!(
+            status.status.success(),
+            "devstack {args:?} failed: {}\n{}",
+            status.status,
+            String::from_utf8_lossy(&status.stderr)
+        );
         elapsed
     };
     let free = |ticket: &str| {
@@ -99,6 +120,8 @@ fn main() {
             .expect("release");
     };
 
+    run(&["init"]);
+    run(&["apply", "--auto-approve"]);
     let mut results = Vec::new();
     // Warm the page cache and moto's lazily built backends.
     run(&["fleet", "list"]);
@@ -138,16 +161,67 @@ fn main() {
         goal: Some(Duration::from_millis(300)),
     });
 
-    rt.block_on(seed_history(&dynamodb, HISTORY_ROWS));
-    // Some live locks for list to show.
-    for i in 0..5 {
-        run(&["fleet", "acquire", "--sow", &format!("sows/live-{i}.md")]);
+    // `fleet list` as history grows: on the stack's table (the sparse lock
+    // index) and on a table from before it (Terraform's: a Scan). Each
+    // table holds 5 live locks, then 100, then 5,000 history rows (with
+    // one finished lock per past ticket).
+    rt.block_on(fleet_support::create_runs_table_without_index(
+        &dynamodb, TF_TABLE,
+    ));
+    let proxy = Proxy::start_blocking(&moto.endpoint, ProxyConfig::transparent());
+    let mut seeded = 0;
+    for table in [RUNS_TABLE, TF_TABLE] {
+        for i in 0..5 {
+            run(&[
+                "fleet",
+                "--table",
+                table,
+                "acquire",
+                "--sow",
+                &format!("sows/live-{i}.md"),
+            ]);
+        }
     }
-    results.push(Stats {
-        name: "fleet list (5 live, ~1.5k history rows)",
-        samples: (0..runs).map(|_| run(&["fleet", "list"])).collect(),
-        goal: Some(Duration::from_millis(50)),
-    });
+    let mut scaling = Vec::new();
+    for rows in HISTORY_SIZES {
+        for table in [RUNS_TABLE, TF_TABLE] {
+            rt.block_on(seed_history(&dynamodb, table, seeded, rows));
+        }
+        seeded = rows;
+        for (table, how) in [(RUNS_TABLE, "lock index"), (TF_TABLE, "scan, no index")] {
+            let samples: Vec<Duration> = (0..runs)
+                .map(|_| run(&["fleet", "--table", table, "list"]))
+                .collect();
+            proxy.reset_count();
+            let status = Command::new(&bin)
+                .args(["fleet", "--table", table, "list"])
+                .envs(endpoint_env(&moto.endpoint))
+                .env("AWS_ENDPOINT_URL", proxy.url())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("run devstack");
+            assert!(status.success(), "fleet list through the proxy: {status}");
+            let mut actions: Vec<String> = proxy
+                .action_counts()
+                .into_iter()
+                .map(|(a, n)| format!("{a} x{n}"))
+                .collect();
+            actions.sort();
+            let read = rt.block_on(items_read(&dynamodb, table, table == RUNS_TABLE));
+            scaling.push((
+                rows,
+                how,
+                Stats {
+                    name: "fleet list",
+                    samples,
+                    goal: Some(Duration::from_millis(50)),
+                },
+                actions.join(", "),
+                read,
+            ));
+        }
+    }
 
     println!(
         "fleet benchmark: {runs} runs each, binary {}",
@@ -175,29 +249,107 @@ fn main() {
             ms(max)
         );
     }
+    println!("\nfleet list by history size (5 live locks, 200 finished ones):");
+    println!(
+        "{:>12} {:<16} {:>13} {:>10} {:>10}  requests",
+        "history rows", "read by", "items read", "median", "max"
+    );
+    for (rows, how, stats, actions, read) in &scaling {
+        let max = stats.samples.iter().max().copied().unwrap_or_default();
+        println!(
+            "{rows:>12} {how:<16} {read:>13} {:>10} {:>10}  {actions}",
+            ms(stats.median()),
+            ms(max)
+        );
+    }
+    println!(
+        "items read: what DynamoDB reads (and bills, by size) to find the active locks, the \
+         ScannedCount of the same key condition or scan; the slots Query adds the same few in \
+         both. The times are moto's: it evaluates an index query by walking the whole table, \
+         which DynamoDB does not."
+    );
 }
 
-/// Writes `count` finished history rows the way the Python tool did.
-async fn seed_history(client: &aws_sdk_dynamodb::Client, count: usize) {
-    let rows: Vec<WriteRequest> = (0..count)
-        .map(|i| {
-            let started = 1_700_000_000 + i as i64 * 3_600;
-            let ticket = format!("sows/old-{}.md", i % 200);
-            let item = std::collections::HashMap::from([
-                ("sow".to_string(), s(&ticket)),
-                ("sk".to_string(), s(&format!("RUN#{started:020}#seed{i}"))),
-                ("dispatch_id".to_string(), s(&format!("seed{i}"))),
-                ("doc_type".to_string(), s("sow")),
-                ("compute_type".to_string(), s("ec2:t3.xlarge")),
-                ("model".to_string(), s("claude-opus-5")),
-                ("status".to_string(), s("done")),
-                ("started_at".to_string(), n(started)),
-                ("updated_at".to_string(), n(started + 1_800)),
-                ("outcome".to_string(), s("success")),
-                ("finished_at".to_string(), n(started + 1_800)),
-                ("duration_seconds".to_string(), n(1_800)),
-                ("prs_opened".to_string(), n(2)),
-            ]);
+/// The items DynamoDB reads for `fleet list`'s lock lookup: the index's
+/// key condition (`sk = "LOCK"`, unexpired), or the whole table's scan.
+async fn items_read(client: &aws_sdk_dynamodb::Client, table: &str, indexed: bool) -> i64 {
+    use aws_sdk_dynamodb::types::Select;
+    let now = devstack::fleet::now();
+    let mut total = 0;
+    let mut start = None;
+    loop {
+        let (scanned, last) = if indexed {
+            let page = client
+                .query()
+                .table_name(table)
+                .index_name(devstack::fleet::dynamo::LOCK_INDEX)
+                .key_condition_expression("sk = :lock AND expires_at > :now")
+                .expression_attribute_values(":lock", s("LOCK"))
+                .expression_attribute_values(":now", n(now))
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("query the lock index");
+            (page.scanned_count, page.last_evaluated_key)
+        } else {
+            let page = client
+                .scan()
+                .table_name(table)
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .expect("scan the table");
+            (page.scanned_count, page.last_evaluated_key)
+        };
+        total += i64::from(scanned);
+        match last {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return total,
+        }
+    }
+}
+
+/// Writes finished history rows `from..to` the way the Python tool did,
+/// and one finished, expired lock per past ticket (200 tickets).
+async fn seed_history(client: &aws_sdk_dynamodb::Client, table: &str, from: usize, to: usize) {
+    let mut items: Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> =
+        (from..to)
+            .map(|i| {
+                let started = 1_700_000_000 + i as i64 * 3_600;
+                let ticket = format!("sows/old-{}.md", i % 200);
+                std::collections::HashMap::from([
+                    ("sow".to_string(), s(&ticket)),
+                    ("sk".to_string(), s(&format!("RUN#{started:020}#seed{i}"))),
+                    ("dispatch_id".to_string(), s(&format!("seed{i}"))),
+                    ("doc_type".to_string(), s("sow")),
+                    ("compute_type".to_string(), s("ec2:t3.xlarge")),
+                    ("model".to_string(), s("claude-opus-5")),
+                    ("status".to_string(), s("done")),
+                    ("started_at".to_string(), n(started)),
+                    ("updated_at".to_string(), n(started + 1_800)),
+                    ("outcome".to_string(), s("success")),
+                    ("finished_at".to_string(), n(started + 1_800)),
+                    ("duration_seconds".to_string(), n(1_800)),
+                    ("prs_opened".to_string(), n(2)),
+                ])
+            })
+            .collect();
+    for t in (from.min(200))..(to.min(200)) {
+        items.push(std::collections::HashMap::from([
+            ("sow".to_string(), s(&format!("sows/old-{t}.md"))),
+            ("sk".to_string(), s("LOCK")),
+            ("dispatch_id".to_string(), s(&format!("seed{t}"))),
+            ("status".to_string(), s("done")),
+            ("started_at".to_string(), n(1_700_000_000)),
+            ("updated_at".to_string(), n(1_700_001_800)),
+            ("expires_at".to_string(), n(1_700_025_200)),
+        ]));
+    }
+    let rows: Vec<WriteRequest> = items
+        .into_iter()
+        .map(|item| {
             WriteRequest::builder()
                 .put_request(
                     PutRequest::builder()
@@ -211,7 +363,7 @@ async fn seed_history(client: &aws_sdk_dynamodb::Client, count: usize) {
     for chunk in rows.chunks(25) {
         client
             .batch_write_item()
-            .request_items(RUNS_TABLE, chunk.to_vec())
+            .request_items(table, chunk.to_vec())
             .send()
             .await
             .expect("seed history");
