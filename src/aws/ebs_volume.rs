@@ -147,6 +147,15 @@ impl Kind for EbsVolumeKind {
             .collect())
     }
 
+    async fn owned(&self, meta: &Meta) -> ProviderResult<Vec<(String, Live)>> {
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| describe_volumes(&self.ec2, f))
+            .await?;
+        let live_ones: Vec<_> = found.iter().filter(|v| !is_gone(v)).cloned().collect();
+        Ok(tags::all_owned(meta, &live_ones, |v| v.tags(), live))
+    }
+
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self
             .refresh

@@ -141,6 +141,14 @@ impl Kind for EipKind {
             .collect())
     }
 
+    async fn owned(&self, meta: &Meta) -> ProviderResult<Vec<(String, Live)>> {
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| describe_addresses(&self.ec2, f))
+            .await?;
+        Ok(tags::all_owned(meta, found.as_slice(), |a| a.tags(), live))
+    }
+
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self
             .refresh

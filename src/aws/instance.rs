@@ -726,6 +726,26 @@ impl Kind for InstanceKind {
             .collect())
     }
 
+    /// Instances that are not terminated or shutting down; their user data
+    /// is not read (a twin is only ever terminated).
+    async fn owned(&self, meta: &Meta) -> ProviderResult<Vec<(String, Live)>> {
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| describe_instances(&self.ec2, f))
+            .await?;
+        let running: Vec<_> = found
+            .iter()
+            .filter(|i| !is_gone(state_of(i)))
+            .cloned()
+            .collect();
+        Ok(tags::all_owned(
+            meta,
+            &running,
+            |i| i.tags(),
+            |i| live(i, String::new(), false),
+        ))
+    }
+
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let mut filters = tags::owner_filters(meta);
         filters.push(tags::filter(

@@ -147,6 +147,14 @@ impl Kind for InternetGatewayKind {
         ))
     }
 
+    async fn owned(&self, meta: &Meta) -> ProviderResult<Vec<(String, Live)>> {
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| self.describe(f))
+            .await?;
+        Ok(tags::all_owned(meta, found.as_slice(), |x| x.tags(), live))
+    }
+
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self
             .refresh

@@ -211,6 +211,14 @@ impl Kind for RouteTableKind {
         Ok(tags::by_id(items, &found, |x| x.route_table_id(), live))
     }
 
+    async fn owned(&self, meta: &Meta) -> ProviderResult<Vec<(String, Live)>> {
+        let found = self
+            .refresh
+            .owned(FAMILY, meta, |f| describe_route_tables(&self.ec2, f))
+            .await?;
+        Ok(tags::all_owned(meta, found.as_slice(), |x| x.tags(), live))
+    }
+
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let found = self
             .refresh

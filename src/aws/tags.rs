@@ -161,6 +161,20 @@ pub fn by_owned_address<T>(
         .collect()
 }
 
+/// Every described resource this stack owns, with the address its tag
+/// names (what `Kind::owned` reports, to find untracked duplicates).
+pub fn all_owned<T>(
+    meta: &Meta,
+    found: &[T],
+    tags_of: impl Fn(&T) -> &[Tag],
+    live: impl Fn(&T) -> crate::engine::provider::Live,
+) -> Vec<(String, crate::engine::provider::Live)> {
+    found
+        .iter()
+        .filter_map(|f| Some((owned_address(meta, tags_of(f))?, live(f))))
+        .collect()
+}
+
 /// Filters that select the resource this stack tagged with `address`.
 pub fn address_filters(meta: &Meta, address: &str) -> Vec<Filter> {
     let mut f = owner_filters(meta);

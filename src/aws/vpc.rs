@@ -189,6 +189,20 @@ impl Kind for VpcKind {
         Ok(out)
     }
 
+    /// The DNS attributes are not read (a twin is only ever deleted).
+    async fn owned(&self, meta: &Meta) -> ProviderResult<Vec<(String, Live)>> {
+        let vpcs = self
+            .refresh
+            .owned(FAMILY, meta, |f| self.describe(f))
+            .await?;
+        Ok(tags::all_owned(
+            meta,
+            vpcs.as_slice(),
+            |v| v.tags(),
+            |v| Self::live(v, (false, false)),
+        ))
+    }
+
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {
         let vpcs = self
             .refresh

@@ -185,6 +185,21 @@ fn steps(plan: &Plan) -> Vec<Step> {
                 }
             }
             Op::Delete | Op::Forget => {
+                // Untracked duplicates go in the stack's reverse order too: a
+                // duplicate subnet before a duplicate VPC.
+                if let Some(of) = &r.twin_of {
+                    for other in &plan.resources {
+                        let Some(other_of) = &other.twin_of else {
+                            continue;
+                        };
+                        if by_addr
+                            .get(other_of.as_str())
+                            .is_some_and(|c| c.deps.iter().any(|d| d == of))
+                        {
+                            after.extend(get(&other.address, Op::Delete));
+                        }
+                    }
+                }
                 // Everything that depended on it (when last applied) must be
                 // deleted first; for a removal, also updated away from it.
                 for other in &plan.resources {

@@ -101,6 +101,10 @@ pub struct ResourceChange {
     /// Why, when it is not obvious from the attributes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// For an untracked duplicate (its address is `<address>@<id>`): the
+    /// address whose ownership tag it carries, and whose protection it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin_of: Option<String>,
 }
 
 impl ResourceChange {
@@ -118,6 +122,17 @@ impl ResourceChange {
     pub fn is_change(&self) -> bool {
         self.action != Action::NoOp || self.adopted
     }
+
+    /// The address whose protection applies: the resource's own, or for an
+    /// untracked duplicate the address it duplicates.
+    pub fn guarded_address(&self) -> &str {
+        self.twin_of.as_deref().unwrap_or(&self.address)
+    }
+}
+
+/// The plan address of an untracked duplicate of `address`.
+pub fn twin_address(address: &str, id: &str) -> String {
+    format!("{address}@{id}")
 }
 
 const GONE: &str = "deleted outside devstack";
@@ -213,10 +228,16 @@ impl Plan {
             .resources
             .iter()
             .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
-            .filter(|c| protected(&c.address) && !allow_destroy.contains(&c.address))
+            .filter(|c| {
+                protected(c.guarded_address()) && !allow_destroy.contains(c.guarded_address())
+            })
             .collect();
         match refused.as_slice() {
             [] => Ok(()),
+            [c] if c.twin_of.is_some() => Err(PlanError::ProtectedTwin {
+                address: c.guarded_address().to_string(),
+                id: c.id.clone().unwrap_or_default(),
+            }),
             [c] => Err(PlanError::Protected {
                 address: c.address.clone(),
                 action: if c.action == Action::Delete {
@@ -227,7 +248,9 @@ impl Plan {
                 .into(),
             }),
             many => Err(PlanError::ProtectedMany(
-                many.iter().map(|c| c.address.clone()).collect(),
+                many.iter()
+                    .map(|c| c.guarded_address().to_string())
+                    .collect(),
             )),
         }
     }
@@ -361,6 +384,8 @@ pub enum PlanError {
     Read { what: String, message: String },
     #[error("{address} is protected and this plan would {action} it; if that is really intended, pass --allow-destroy {address}")]
     Protected { address: String, action: String },
+    #[error("{address} has an untracked duplicate {id} carrying its devstack:address tag, and {address} is protected: devstack deletes the duplicate only with --allow-destroy {address} (first check which of the two holds the data; state tracks the other)")]
+    ProtectedTwin { address: String, id: String },
     #[error("{} are protected and this plan would destroy or replace them; if that is really intended, pass {}", .0.join(", "), .0.iter().map(|a| format!("--allow-destroy {a}")).collect::<Vec<_>>().join(" "))]
     ProtectedMany(Vec<String>),
     #[error("--{flag} {address}: no such resource in the stack or state")]
@@ -607,6 +632,7 @@ async fn plan_refreshed(
         .filter(|a| !state.resources.contains_key(*a))
         .cloned()
         .collect();
+    let twins = find_twins(stack, state, provider, &meta, &live).await?;
 
     // Decide, in dependency order, so a replacement upstream makes its
     // references unknown downstream.
@@ -650,6 +676,7 @@ async fn plan_refreshed(
             protected: r.protected || recorded.is_some_and(|r| r.protected),
             adopted: adopted.contains(addr),
             reason: None,
+            twin_of: None,
         };
         if opts.destroy {
             continue;
@@ -715,6 +742,7 @@ async fn plan_refreshed(
                 } else {
                     "no longer in the stack".to_string()
                 }),
+                twin_of: None,
             },
         );
     }
@@ -739,10 +767,23 @@ async fn plan_refreshed(
                         protected: rec.protected,
                         adopted: false,
                         reason: Some(GONE.to_string()),
+                        twin_of: None,
                     },
                 );
             }
         }
+    }
+
+    // Untracked duplicates are deleted, whatever else the plan does.
+    for twin in twins {
+        let protected = stack
+            .get(twin.guarded_address())
+            .is_some_and(|r| r.protected)
+            || state
+                .resources
+                .get(twin.guarded_address())
+                .is_some_and(|r| r.protected);
+        changes.insert(twin.address.clone(), ResourceChange { protected, ..twin });
     }
 
     // Every protected resource the plan would lose, named at once.
@@ -751,11 +792,17 @@ async fn plan_refreshed(
         .filter(|c| {
             matches!(c.action, Action::Delete | Action::Replace)
                 && c.protected
-                && !opts.allow_destroy.contains(&c.address)
+                && !opts.allow_destroy.contains(c.guarded_address())
         })
         .collect();
     match refused.as_slice() {
         [] => {}
+        [c] if c.twin_of.is_some() => {
+            return Err(PlanError::ProtectedTwin {
+                address: c.guarded_address().to_string(),
+                id: c.id.clone().unwrap_or_default(),
+            })
+        }
         [c] => {
             return Err(PlanError::Protected {
                 address: c.address.clone(),
@@ -769,7 +816,9 @@ async fn plan_refreshed(
         }
         many => {
             return Err(PlanError::ProtectedMany(
-                many.iter().map(|c| c.address.clone()).collect(),
+                many.iter()
+                    .map(|c| c.guarded_address().to_string())
+                    .collect(),
             ))
         }
     }
@@ -799,6 +848,80 @@ async fn plan_refreshed(
             .map(|o| (o.name.clone(), o.value.clone()))
             .collect(),
     })
+}
+
+/// Untracked duplicates: a live resource carrying this stack's ownership
+/// tags for an address the plan tracks under another id. A create whose
+/// answer was lost and that was sent again leaves one (devstack's creates
+/// look for their resource by tag before sending again, so this is the
+/// backstop). Each becomes a delete at `<address>@<id>`; protection is
+/// decided by the caller. Read from the refresh's listings: no requests.
+async fn find_twins(
+    stack: &Stack,
+    state: &Snapshot,
+    provider: &dyn Provider,
+    meta: &Meta,
+    live: &BTreeMap<String, Live>,
+) -> Result<Vec<ResourceChange>, PlanError> {
+    let kind_of = |addr: &str| {
+        stack
+            .get(addr)
+            .map(|r| r.kind.as_str())
+            .or_else(|| state.resources.get(addr).map(|r| r.kind.as_str()))
+    };
+    let mut kinds: BTreeSet<&str> = stack.resources.iter().map(|r| r.kind.as_str()).collect();
+    kinds.extend(state.resources.values().map(|r| r.kind.as_str()));
+    let listings = join_all(kinds.into_iter().map(|kind| async move {
+        let Some(k) = provider.kind(kind) else {
+            return Ok((kind, Vec::new())); // reported by the refresh
+        };
+        let owned = k.owned(meta).await.map_err(|e| PlanError::Read {
+            what: format!("{kind} (looking for untracked duplicates)"),
+            message: e.message,
+        })?;
+        Ok::<_, PlanError>((kind, owned))
+    }))
+    .await;
+    let mut twins = Vec::new();
+    for listing in listings {
+        let (kind, owned) = listing?;
+        let tracked_ids: BTreeSet<&str> = live
+            .iter()
+            .filter(|(a, _)| kind_of(a) == Some(kind))
+            .map(|(_, l)| l.id.as_str())
+            .collect();
+        for (addr, l) in owned {
+            if kind_of(&addr) != Some(kind) || tracked_ids.contains(l.id.as_str()) {
+                continue;
+            }
+            // Nothing tracked under that address: not a twin (adoption
+            // takes it).
+            let Some(tracked) = live.get(&addr) else {
+                continue;
+            };
+            twins.push(ResourceChange {
+                address: twin_address(&addr, &l.id),
+                kind: kind.to_string(),
+                action: Action::Delete,
+                id: Some(l.id.clone()),
+                changes: vec![],
+                before: Some(l.attrs.clone()),
+                after: None,
+                config: None,
+                prior_outputs: l.outputs.clone(),
+                deps: vec![],
+                prior_deps: vec![],
+                protected: false,
+                adopted: false,
+                reason: Some(format!(
+                    "untracked duplicate of {addr} ({}): it carries {addr}'s devstack:address tag",
+                    tracked.id
+                )),
+                twin_of: Some(addr),
+            });
+        }
+    }
+    Ok(twins)
 }
 
 fn non_data(deps: BTreeSet<String>) -> BTreeSet<String> {

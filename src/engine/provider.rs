@@ -125,6 +125,18 @@ pub trait Kind: Send + Sync {
         Ok(items.iter().map(|_| None).collect())
     }
 
+    /// Every live resource of this kind that carries this stack's ownership
+    /// tags, with the address its address tag names. The plan compares them
+    /// with what it tracks: another resource carrying a tracked address is
+    /// an untracked duplicate (a "twin", left by a create whose answer was
+    /// lost and that was sent again) and is deleted. Kinds whose create
+    /// cannot make a twin (unique names, one association per subnet) report
+    /// none: the default. Read from the refresh's listings, so it costs no
+    /// request of its own.
+    async fn owned(&self, _meta: &Meta) -> ProviderResult<Vec<(String, Live)>> {
+        Ok(Vec::new())
+    }
+
     /// Creates the resource. Must tag it (or name it) so that `find` can
     /// see it even if the caller dies before recording the result.
     async fn create(&self, meta: &Meta, address: &str, desired: &Value) -> ProviderResult<Live>;

@@ -662,6 +662,41 @@ impl Live {
                 break;
             }
         }
+        // WHERE MOTO DIFFERS FROM AWS: moto keeps a deleted resource's tags
+        // in DescribeTags; AWS drops them with the resource. Only resources
+        // that still exist count (the kinds a plan deletes as duplicates).
+        let mut existing: BTreeSet<String> = BTreeSet::new();
+        existing.extend(
+            self.vpcs()
+                .await
+                .iter()
+                .filter_map(|v| v.vpc_id().map(str::to_string)),
+        );
+        let subnets = ok("DescribeSubnets", self.ec2.describe_subnets().send().await);
+        existing.extend(
+            subnets
+                .subnets()
+                .iter()
+                .filter_map(|x| x.subnet_id().map(str::to_string)),
+        );
+        let igws = ok(
+            "DescribeInternetGateways",
+            self.ec2.describe_internet_gateways().send().await,
+        );
+        existing.extend(
+            igws.internet_gateways()
+                .iter()
+                .filter_map(|g| g.internet_gateway_id().map(str::to_string)),
+        );
+        existing.extend(
+            self.volumes()
+                .await
+                .iter()
+                .filter_map(|v| v.volume_id().map(str::to_string)),
+        );
+        let checked = ["vpc", "subnet", "internet-gateway", "volume"];
+        by_resource
+            .retain(|id, (rtype, _)| !checked.contains(&rtype.as_str()) || existing.contains(id));
         let mut owned: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
         for (id, (rtype, tags)) in by_resource {
             let ours =

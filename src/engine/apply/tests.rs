@@ -404,3 +404,50 @@ async fn dependents_do_not_wait_for_state_writes_but_apply_waits_for_the_last() 
     assert_eq!(last.outputs["net_id"], json!("t_net-1"), "and the outputs");
     assert_eq!(last.serial, snap.serial);
 }
+
+/// Untracked duplicates are deleted in the stack's reverse order, like any
+/// removal: a duplicate host inside a duplicate net goes first.
+#[test]
+fn twins_are_deleted_dependents_first() {
+    use crate::engine::plan::{twin_address, Action, Plan, ResourceChange, PLAN_FORMAT};
+    let change =
+        |address: &str, action: Action, deps: &[&str], twin_of: Option<&str>| ResourceChange {
+            address: address.into(),
+            kind: "test_net".into(),
+            action,
+            id: Some(format!("id-{address}")),
+            changes: vec![],
+            before: None,
+            after: None,
+            config: None,
+            prior_outputs: BTreeMap::new(),
+            deps: deps.iter().map(|d| d.to_string()).collect(),
+            prior_deps: vec![],
+            protected: false,
+            adopted: false,
+            reason: None,
+            twin_of: twin_of.map(str::to_string),
+        };
+    let (net_twin, host_twin) = (twin_address("net", "n2"), twin_address("host", "h2"));
+    let plan = Plan {
+        format_version: PLAN_FORMAT,
+        stack: "t".into(),
+        env: "dev".into(),
+        lineage: None,
+        serial: 0,
+        destroy: false,
+        resources: vec![
+            change("net", Action::NoOp, &[], None),
+            change("host", Action::NoOp, &["net"], None),
+            change(&net_twin, Action::Delete, &[], Some("net")),
+            change(&host_twin, Action::Delete, &[], Some("host")),
+        ],
+        data: BTreeMap::new(),
+        outputs: BTreeMap::new(),
+    };
+    let steps = steps(&plan);
+    let index = |a: &str| steps.iter().position(|s| s.address == a).unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[index(&net_twin)].after, vec![index(&host_twin)]);
+    assert!(steps[index(&host_twin)].after.is_empty());
+}

@@ -31,6 +31,8 @@ struct JsonResource<'a> {
     protected: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    twin_of: Option<&'a str>,
     changes: &'a [AttrChange],
     #[serde(skip_serializing_if = "Option::is_none")]
     after: Option<&'a Value>,
@@ -58,6 +60,7 @@ pub fn render(plan: &Plan) -> String {
                 adopted: r.adopted,
                 protected: r.protected,
                 reason: r.reason.as_deref(),
+                twin_of: r.twin_of.as_deref(),
                 changes: &r.changes,
                 after: if r.action == Action::Create {
                     r.after.as_ref()

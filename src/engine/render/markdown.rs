@@ -131,6 +131,7 @@ mod tests {
             protected: false,
             adopted: false,
             reason: None,
+            twin_of: None,
         }
     }
 

@@ -193,6 +193,7 @@ mod tests {
                 protected: false,
                 adopted: false,
                 reason: None,
+                twin_of: None,
             }],
             data: Default::default(),
             outputs: Default::default(),
