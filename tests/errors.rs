@@ -177,6 +177,21 @@ fn aws_failures_read_as_one_line_with_a_hint() {
     ] {
         check(name, dir, &run(&moto, dir, &here, args));
     }
+    // Dispatch reads the stack's outputs from state before anything else
+    // touches AWS (the worker binary is given, so no release is fetched).
+    let mut dispatch = Setup::at(&moto.endpoint);
+    dispatch.set = vec![
+        (
+            "DEVSTACK_WORKER_BINARY_URL",
+            "https://example.invalid/devstack".to_string(),
+        ),
+        ("DEVSTACK_WORKER_BINARY_SHA256", "a".repeat(64)),
+    ];
+    check(
+        "missing_state_table__dispatch",
+        dir,
+        &run(&moto, dir, &dispatch, &["dispatch", "sows/x.md"]),
+    );
 
     let mut nocreds = Setup::at(&moto.endpoint);
     nocreds.unset = vec!["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"];
