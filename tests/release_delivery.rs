@@ -244,6 +244,15 @@ async fn a_dispatched_worker_downloads_and_verifies_the_dispatchers_own_build() 
         .assert()
         .code(0);
     assert_eq!(shown.get_output().stdout, planned.get_output().stdout);
+    // The manager's user data installs the release's arm64 build, checked
+    // by the SHA256SUMS entry (fetched alongside the plan's AWS reads).
+    let plan_text = String::from_utf8_lossy(&planned.get_output().stdout).into_owned();
+    assert!(
+        plan_text.contains(&format!(
+            "{release_url}/v{version}/devstack-aarch64-unknown-linux-musl"
+        )) && plan_text.contains(&"1".repeat(64)),
+        "the manager's user data does not install the release:\n{plan_text}"
+    );
     let markdown = cli(&moto, dir.path(), &release_url)
         .arg("show")
         .arg(&saved)

@@ -28,13 +28,23 @@ struct Infra {
     key: StateKey,
     store: Arc<dyn StateStore>,
     provider: AwsProvider,
+    /// The stack. Until [`Infra::finish_stack`] its manager user data
+    /// installs no devstack binary: the release's checksums are fetched
+    /// (`manager`) alongside the state read and the refresh's first round,
+    /// which only need the stack's names, not that user data.
     stack: crate::engine::resource::Stack,
+    env: crate::stack::env::Env,
+    manager: Option<ManagerRelease>,
 }
 
-async fn open(ctx: &Context) -> anyhow::Result<Infra> {
-    let env = ctx.env()?;
-    let manager_binary = manager_release(env).await?;
-    let stack = crate::stack::stack_with(env, manager_binary.as_ref());
+type ManagerRelease =
+    tokio::task::JoinHandle<anyhow::Result<Option<crate::stack::manager::ManagerBinary>>>;
+
+/// The stack's guardrails: every violation printed, the first as the error.
+fn guarded(
+    ctx: &Context,
+    stack: crate::engine::resource::Stack,
+) -> anyhow::Result<crate::engine::resource::Stack> {
     let violations = crate::stack::guardrails::check(&stack);
     if let Some(first) = violations.first() {
         let more = violations.len() - 1;
@@ -48,6 +58,16 @@ async fn open(ctx: &Context) -> anyhow::Result<Infra> {
         };
         return Err(exit::hint(first.to_string(), hint));
     }
+    Ok(stack)
+}
+
+async fn open(ctx: &Context) -> anyhow::Result<Infra> {
+    let env = ctx.env()?.clone();
+    let manager = {
+        let env = env.clone();
+        tokio::spawn(async move { manager_release(&env).await })
+    };
+    let stack = guarded(ctx, crate::stack::stack_with(&env, None))?;
     let aws = ctx.aws().await?;
     let store: Arc<dyn StateStore> = state::open(&ctx.global.state, Some(aws)).await?.into();
     Ok(Infra {
@@ -58,7 +78,43 @@ async fn open(ctx: &Context) -> anyhow::Result<Infra> {
         store,
         provider: AwsProvider::new(aws),
         stack,
+        env,
+        manager: Some(manager),
     })
+}
+
+/// The manager's release, once its fetch (started by [`open`]) is done.
+async fn manager_binary(
+    handle: Option<ManagerRelease>,
+) -> anyhow::Result<Option<crate::stack::manager::ManagerBinary>> {
+    match handle {
+        Some(h) => h
+            .await
+            .map_err(|e| anyhow::anyhow!("resolving the manager's release failed: {e}"))?,
+        None => Ok(None),
+    }
+}
+
+impl Infra {
+    /// Rebuilds the stack with the manager's release (when the fetch found
+    /// one) and checks it again. Call before the stack is planned.
+    fn finish_stack(
+        &mut self,
+        ctx: &Context,
+        binary: Option<crate::stack::manager::ManagerBinary>,
+    ) -> anyhow::Result<()> {
+        if binary.is_some() {
+            self.stack = guarded(ctx, crate::stack::stack_with(&self.env, binary.as_ref()))?;
+        }
+        Ok(())
+    }
+
+    /// [`Infra::finish_stack`] after waiting for the fetch: for commands
+    /// with nothing to overlap it with.
+    async fn ready(&mut self, ctx: &Context) -> anyhow::Result<()> {
+        let binary = manager_binary(self.manager.take()).await?;
+        self.finish_stack(ctx, binary)
+    }
 }
 
 /// The devstack arm64 release the manager's user data installs: the
@@ -160,7 +216,8 @@ pub async fn init(ctx: &Context) -> anyhow::Result<u8> {
 }
 
 pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
-    let infra = open(ctx).await?;
+    let mut infra = open(ctx).await?;
+    let release = infra.manager.take();
     let lock = if args.lock {
         Some(
             Held::acquire(infra.store.clone(), &infra.key, "plan")
@@ -171,16 +228,18 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
         None
     };
     let result = async {
-        let (snapshot, held) = futures::join!(
+        let (snapshot, held, binary) = futures::join!(
             load_and_prefetch(&infra),
             async {
                 match &lock {
                     Some(_) => None,
                     None => infra.store.current_lock(&infra.key).await.ok().flatten(),
                 }
-            }
+            },
+            manager_binary(release)
         );
         let snapshot = snapshot?;
+        infra.finish_stack(ctx, binary?)?;
         if let Some(held) = held.filter(|h| h.lease_expires_at > state::now_epoch()) {
             ctx.printer.warn(&format!(
                 "the state is locked by {}: that {} is in progress, so this plan may show a half-done view; plan again when it finishes",
@@ -226,7 +285,7 @@ pub async fn plan(ctx: &Context, args: PlanArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<u8> {
-    let infra = open(ctx).await?;
+    let mut infra = open(ctx).await?;
     let saved = match &args.plan_file {
         Some(path) => {
             let text =
@@ -264,7 +323,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<u8> {
         .map_err(state_err)?;
     let result = apply_locked(
         ctx,
-        &infra,
+        &mut infra,
         saved,
         options(&args.safety),
         args.auto_approve,
@@ -278,7 +337,7 @@ pub async fn apply(ctx: &Context, args: ApplyArgs) -> anyhow::Result<u8> {
 }
 
 pub async fn destroy(ctx: &Context, args: DestroyArgs) -> anyhow::Result<u8> {
-    let infra = open(ctx).await?;
+    let mut infra = open(ctx).await?;
     let lock = Held::acquire(infra.store.clone(), &infra.key, "destroy")
         .await
         .map_err(state_err)?;
@@ -287,7 +346,15 @@ pub async fn destroy(ctx: &Context, args: DestroyArgs) -> anyhow::Result<u8> {
         allow_destroy: args.allow_destroy.iter().cloned().collect(),
         ..Default::default()
     };
-    let result = apply_locked(ctx, &infra, None, opts, args.auto_approve, args.concurrency).await;
+    let result = apply_locked(
+        ctx,
+        &mut infra,
+        None,
+        opts,
+        args.auto_approve,
+        args.concurrency,
+    )
+    .await;
     let released = lock.release().await;
     let code = result?;
     released.map_err(state_err)?;
@@ -297,17 +364,24 @@ pub async fn destroy(ctx: &Context, args: DestroyArgs) -> anyhow::Result<u8> {
 /// Plans (or checks the saved plan), confirms, applies; the lock is held.
 async fn apply_locked(
     ctx: &Context,
-    infra: &Infra,
+    infra: &mut Infra,
     saved: Option<Plan>,
     opts: PlanOptions,
     auto_approve: bool,
     concurrency: usize,
 ) -> anyhow::Result<u8> {
-    let snapshot = if saved.is_some() {
-        infra.store.load(&infra.key).await.map_err(state_err)?
+    let release = infra.manager.take();
+    let (snapshot, binary) = if saved.is_some() {
+        futures::join!(
+            async { infra.store.load(&infra.key).await.map_err(state_err) },
+            manager_binary(release)
+        )
     } else {
-        load_and_prefetch(infra).await?
+        futures::join!(load_and_prefetch(infra), manager_binary(release))
     };
+    let snapshot = snapshot?;
+    infra.finish_stack(ctx, binary?)?;
+    let infra = &*infra;
     let plan = match saved {
         Some(saved) => verified(infra, &saved, snapshot.as_ref(), &opts).await?,
         None => make_plan(&infra.stack, snapshot.as_ref(), &infra.provider, &opts)
@@ -507,7 +581,8 @@ pub async fn import(ctx: &Context, args: ImportArgs) -> anyhow::Result<u8> {
             "pull the current state with `terraform state pull > terraform.tfstate`",
         )
     })?;
-    let infra = open(ctx).await?;
+    let mut infra = open(ctx).await?;
+    infra.ready(ctx).await?;
     let mapping = terraform::map(&tf, ctx.env()?);
     let lock = Held::acquire(infra.store.clone(), &infra.key, "import")
         .await
