@@ -780,3 +780,19 @@ async fn list_reads_the_lock_index_and_falls_back_to_a_scan_without_it() {
         "{err}"
     );
 }
+
+/// A runs table that does not exist is one error with its hint, not a
+/// fallback warning first (moto answers a query of a missing table's
+/// index the way it answers a missing index).
+#[tokio::test]
+async fn list_of_a_missing_table_is_one_error_not_a_fallback_warning() {
+    let s = setup().await;
+    let out = s.fleet(&["--table", "no-such-runs", "list"]).code(1);
+    let err = stderr(&out);
+    assert!(
+        err.contains("the runs table no-such-runs does not exist")
+            && err.contains("hint: create it with `devstack apply`"),
+        "{err}"
+    );
+    assert!(!err.contains("no usable index"), "{err}");
+}

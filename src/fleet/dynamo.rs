@@ -797,11 +797,15 @@ impl Registry for DynamoRegistry {
         let items = match self.query_lock_index(now).await {
             Ok(items) => items,
             Err(IndexRead::Unusable(why)) => {
+                // Warned only once the scan worked: a missing table (which
+                // some endpoints report like a missing index) is the
+                // scan's one error line, not a warning and an error.
+                let items = self.scan_active(now).await?;
                 tracing::warn!(
                     "the runs table {} has no usable index {LOCK_INDEX} ({why}); scanning the whole table instead (run `devstack apply` to add the index)",
                     self.table
                 );
-                self.scan_active(now).await?
+                items
             }
             Err(IndexRead::Failed(e)) => return Err(e),
         };
