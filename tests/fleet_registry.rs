@@ -1123,3 +1123,100 @@ async fn a_slot_leaked_by_the_python_tools_release_is_reclaimed_at_cap() {
         [("sows/b.md".to_string(), "db2".to_string())]
     );
 }
+
+/// Reads that span several pages (DynamoDB answers at most 1 MB per
+/// Query or Scan) return every row: the history of one ticket (Query), the
+/// whole history (Scan), the exporter's whole table, and the active locks
+/// from the lock index.
+#[tokio::test]
+async fn reads_past_one_page_return_every_row() {
+    let f = dynamo(10).await;
+    let client = f.client.clone().unwrap();
+    let r = f.registry.clone();
+    let now = 1_800_000_000;
+    // 150 finished runs of one ticket, 10 KB each: about 1.5 MB.
+    let pad = "x".repeat(10_000);
+    for chunk in (0..150).collect::<Vec<i64>>().chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|i| {
+                let started = 1_700_000_000 + i * 3_600;
+                let item = std::collections::HashMap::from([
+                    ("sow".to_string(), s("sows/big.md")),
+                    ("sk".to_string(), s(&format!("RUN#{started:020}#d{i}"))),
+                    ("dispatch_id".to_string(), s(&format!("d{i}"))),
+                    ("doc_type".to_string(), s("sow")),
+                    ("compute_type".to_string(), s("ec2")),
+                    ("model".to_string(), s("claude-opus-5")),
+                    ("status".to_string(), s("done")),
+                    ("started_at".to_string(), n(started)),
+                    ("updated_at".to_string(), n(started)),
+                    ("notes".to_string(), s(&pad)),
+                ]);
+                aws_sdk_dynamodb::types::WriteRequest::builder()
+                    .put_request(
+                        aws_sdk_dynamodb::types::PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build()
+            })
+            .collect();
+        client
+            .batch_write_item()
+            .request_items(RUNS_TABLE, writes)
+            .send()
+            .await
+            .unwrap();
+    }
+    // 30 live locks, 40 KB each: the lock index pages too.
+    for i in 0..30 {
+        let item = std::collections::HashMap::from([
+            ("sow".to_string(), s(&format!("sows/live-{i}.md"))),
+            ("sk".to_string(), s("LOCK")),
+            ("status".to_string(), s("working")),
+            ("dispatch_id".to_string(), s(&format!("l{i}"))),
+            ("started_at".to_string(), n(now - 60)),
+            ("updated_at".to_string(), n(now - 60)),
+            ("expires_at".to_string(), n(now + 3_600)),
+            ("notes".to_string(), s(&"y".repeat(40_000))),
+        ]);
+        client
+            .put_item()
+            .table_name(RUNS_TABLE)
+            .set_item(Some(item))
+            .send()
+            .await
+            .unwrap();
+    }
+    let pages = client
+        .scan()
+        .table_name(RUNS_TABLE)
+        .send()
+        .await
+        .unwrap()
+        .last_evaluated_key
+        .is_some();
+    assert!(pages, "the table must span more than one Scan page");
+    let index_pages = client
+        .query()
+        .table_name(RUNS_TABLE)
+        .index_name(devstack::fleet::dynamo::LOCK_INDEX)
+        .key_condition_expression("sk = :lock AND expires_at > :now")
+        .expression_attribute_values(":lock", s("LOCK"))
+        .expression_attribute_values(":now", n(now))
+        .send()
+        .await
+        .unwrap()
+        .last_evaluated_key
+        .is_some();
+    assert!(index_pages, "the lock index must span more than one page");
+    assert_eq!(r.list_history("sows/big.md").await.unwrap().len(), 150);
+    assert_eq!(r.scan_history().await.unwrap().len(), 150);
+    assert_eq!(r.list_active(now).await.unwrap().len(), 30);
+    let dynamo = DynamoRegistry::new(client.clone(), RUNS_TABLE, 10);
+    let rows = dynamo.scan_table().await.unwrap();
+    assert_eq!(rows.runs.len(), 150);
+    assert_eq!(rows.locks.len(), 30);
+}

@@ -97,6 +97,26 @@ pub fn parse_slot_sk(sk: &str) -> Option<u32> {
 
 type Item = HashMap<String, AttributeValue>;
 
+/// Every page of a paginated read: `page(start)` reads the page from
+/// `start` (none for the first) and returns its items and the key to go on
+/// from; an absent or empty key ends the read.
+async fn all_pages<E, F, Fut>(mut page: F) -> Result<Vec<Item>, E>
+where
+    F: FnMut(Option<Item>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<Item>, Option<Item>), E>>,
+{
+    let mut items = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let (got, next) = page(start.take()).await?;
+        items.extend(got);
+        match next {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(items),
+        }
+    }
+}
+
 /// Why the lock index could not answer.
 enum IndexRead {
     /// The index is missing, backfilling or not readable with these
@@ -403,9 +423,7 @@ impl DynamoRegistry {
     /// The working, unexpired locks from the sparse lock index: one
     /// `Query` (paginated), whatever the size of the history.
     async fn query_lock_index(&self, now: i64) -> Result<Vec<Item>, IndexRead> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
+        all_pages(|start| async move {
             let page = self
                 .client
                 .query()
@@ -417,33 +435,25 @@ impl DynamoRegistry {
                 .expression_attribute_values(":lock", s(LOCK_SK))
                 .expression_attribute_values(":now", n(now))
                 .expression_attribute_values(":working", s(Status::Working.as_str()))
-                .set_exclusive_start_key(start.take())
+                .set_exclusive_start_key(start)
                 .send()
-                .await;
-            let page = match page {
-                Ok(page) => page,
-                Err(e) => {
-                    return Err(match crate::aws::errors::code(&e) {
-                        // No such index (AWS: ValidationException; moto:
-                        // ResourceNotFoundException, which a missing table
-                        // also gives: the scan then reports that), one
-                        // still backfilling (ValidationException), or a
-                        // role allowed the table but not its indexes.
-                        Some(
-                            c @ ("ValidationException"
-                            | "ResourceNotFoundException"
-                            | "AccessDeniedException"),
-                        ) => IndexRead::Unusable(c.to_string()),
-                        _ => IndexRead::Failed(aws_error(e, "Query", &self.table)),
-                    });
-                }
-            };
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
-        }
+                .await
+                .map_err(|e| match crate::aws::errors::code(&e) {
+                    // No such index (AWS: ValidationException; moto:
+                    // ResourceNotFoundException, which a missing table
+                    // also gives: the scan then reports that), one still
+                    // backfilling (ValidationException), or a role allowed
+                    // the table but not its indexes.
+                    Some(
+                        c @ ("ValidationException"
+                        | "ResourceNotFoundException"
+                        | "AccessDeniedException"),
+                    ) => IndexRead::Unusable(c.to_string()),
+                    _ => IndexRead::Failed(aws_error(e, "Query", &self.table)),
+                })?;
+            Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+        })
+        .await
     }
 
     /// The working, unexpired locks by a filtered `Scan` of the whole
@@ -467,9 +477,7 @@ impl DynamoRegistry {
         prefix: &str,
         consistent: bool,
     ) -> anyhow::Result<Vec<Item>> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
+        all_pages(|start| async move {
             let page = self
                 .client
                 .query()
@@ -478,16 +486,13 @@ impl DynamoRegistry {
                 .expression_attribute_values(":sow", s(sow))
                 .expression_attribute_values(":prefix", s(prefix))
                 .consistent_read(consistent)
-                .set_exclusive_start_key(start.take())
+                .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| aws_error(e, "Query", &self.table))?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
-        }
+            Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+        })
+        .await
     }
 
     async fn scan_all(
@@ -496,31 +501,27 @@ impl DynamoRegistry {
         names: &[(&str, &str)],
         values: Vec<(&str, AttributeValue)>,
     ) -> anyhow::Result<Vec<Item>> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
+        let values = &values;
+        all_pages(|start| async move {
             let mut scan = self
                 .client
                 .scan()
                 .table_name(&self.table)
                 .filter_expression(filter)
-                .set_exclusive_start_key(start.take());
+                .set_exclusive_start_key(start);
             for (k, v) in names {
                 scan = scan.expression_attribute_names(*k, *v);
             }
-            for (k, v) in &values {
+            for (k, v) in values {
                 scan = scan.expression_attribute_values(*k, v.clone());
             }
             let page = scan
                 .send()
                 .await
                 .map_err(|e| aws_error(e, "Scan", &self.table))?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(items),
-            }
-        }
+            Ok((page.items.unwrap_or_default(), page.last_evaluated_key))
+        })
+        .await
     }
 }
 
@@ -885,23 +886,19 @@ impl DynamoRegistry {
     /// manager's role may only `Scan` it, platform.md §1): what the
     /// history exporter aggregates.
     pub async fn scan_table(&self) -> anyhow::Result<TableRows> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
+        let items = all_pages(|start| async move {
             let page = self
                 .client
                 .scan()
                 .table_name(&self.table)
-                .set_exclusive_start_key(start.take())
+                .set_exclusive_start_key(start)
                 .send()
                 .await
                 .map_err(|e| aws_error(e, "Scan", &self.table))?;
-            items.extend(page.items.unwrap_or_default());
-            match page.last_evaluated_key {
-                Some(key) if !key.is_empty() => start = Some(key),
-                _ => return Ok(read_rows(&items)),
-            }
-        }
+            Ok::<_, anyhow::Error>((page.items.unwrap_or_default(), page.last_evaluated_key))
+        })
+        .await?;
+        Ok(read_rows(&items))
     }
 }
 
