@@ -194,15 +194,8 @@ impl Kind for InternetGatewayKind {
                     .to_string())
             },
             || async {
-                let out = self
-                    .ec2
-                    .describe_internet_gateways()
-                    .set_filters(Some(tags::address_filters(meta, address)))
-                    .send()
-                    .await
-                    .map_err(|e| provider_error("DescribeInternetGateways", e))?;
-                Ok(out
-                    .internet_gateways()
+                let found = self.describe(tags::address_filters(meta, address)).await?;
+                Ok(found
                     .first()
                     .and_then(|g| g.internet_gateway_id())
                     .map(str::to_string))

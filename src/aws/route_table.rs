@@ -264,15 +264,8 @@ impl Kind for RouteTableKind {
                     .to_string())
             },
             || async {
-                let out = self
-                    .ec2
-                    .describe_route_tables()
-                    .set_filters(Some(tags::address_filters(meta, address)))
-                    .send()
-                    .await
-                    .map_err(|e| provider_error("DescribeRouteTables", e))?;
-                Ok(out
-                    .route_tables()
+                let found = self.describe(tags::address_filters(meta, address)).await?;
+                Ok(found
                     .first()
                     .and_then(|t| t.route_table_id())
                     .map(str::to_string))

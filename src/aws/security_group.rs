@@ -169,18 +169,8 @@ impl Kind for SecurityGroupKind {
                 Ok(out.group_id().unwrap_or_default().to_string())
             },
             || async {
-                let out = self
-                    .ec2
-                    .describe_security_groups()
-                    .set_filters(Some(tags::address_filters(meta, address)))
-                    .send()
-                    .await
-                    .map_err(|e| provider_error("DescribeSecurityGroups", e))?;
-                Ok(out
-                    .security_groups()
-                    .first()
-                    .and_then(|g| g.group_id())
-                    .map(str::to_string))
+                let found = describe(&self.ec2, tags::address_filters(meta, address)).await?;
+                Ok(found.first().and_then(|g| g.group_id()).map(str::to_string))
             },
         )
         .await?;

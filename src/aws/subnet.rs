@@ -179,14 +179,8 @@ impl Kind for SubnetKind {
                 Ok(out.subnet().cloned())
             },
             || async {
-                let out = self
-                    .ec2
-                    .describe_subnets()
-                    .set_filters(Some(tags::address_filters(meta, address)))
-                    .send()
-                    .await
-                    .map_err(|e| provider_error("DescribeSubnets", e))?;
-                Ok(out.subnets().first().cloned().map(Some))
+                let found = self.describe(tags::address_filters(meta, address)).await?;
+                Ok(found.into_iter().next().map(Some))
             },
         )
         .await?
