@@ -220,39 +220,16 @@ impl Plan {
         state: Option<&Snapshot>,
         allow_destroy: &BTreeSet<String>,
     ) -> Result<(), PlanError> {
-        let protected = |a: &str| {
-            stack.get(a).is_some_and(|r| r.protected)
-                || state.is_some_and(|s| s.resources.get(a).is_some_and(|r| r.protected))
-        };
         let refused: Vec<&ResourceChange> = self
             .resources
             .iter()
             .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
             .filter(|c| {
-                protected(c.guarded_address()) && !allow_destroy.contains(c.guarded_address())
+                is_protected(stack, state, c.guarded_address())
+                    && !allow_destroy.contains(c.guarded_address())
             })
             .collect();
-        match refused.as_slice() {
-            [] => Ok(()),
-            [c] if c.twin_of.is_some() => Err(PlanError::ProtectedTwin {
-                address: c.guarded_address().to_string(),
-                id: c.id.clone().unwrap_or_default(),
-            }),
-            [c] => Err(PlanError::Protected {
-                address: c.address.clone(),
-                action: if c.action == Action::Delete {
-                    "destroy"
-                } else {
-                    "replace"
-                }
-                .into(),
-            }),
-            many => Err(PlanError::ProtectedMany(
-                many.iter()
-                    .map(|c| c.guarded_address().to_string())
-                    .collect(),
-            )),
-        }
+        refuse(&refused)
     }
 
     /// Compares a saved plan with `fresh`, the plan computed now from the
@@ -776,13 +753,7 @@ async fn plan_refreshed(
 
     // Untracked duplicates are deleted, whatever else the plan does.
     for twin in twins {
-        let protected = stack
-            .get(twin.guarded_address())
-            .is_some_and(|r| r.protected)
-            || state
-                .resources
-                .get(twin.guarded_address())
-                .is_some_and(|r| r.protected);
+        let protected = is_protected(stack, Some(state), twin.guarded_address());
         changes.insert(twin.address.clone(), ResourceChange { protected, ..twin });
     }
 
@@ -795,33 +766,7 @@ async fn plan_refreshed(
                 && !opts.allow_destroy.contains(c.guarded_address())
         })
         .collect();
-    match refused.as_slice() {
-        [] => {}
-        [c] if c.twin_of.is_some() => {
-            return Err(PlanError::ProtectedTwin {
-                address: c.guarded_address().to_string(),
-                id: c.id.clone().unwrap_or_default(),
-            })
-        }
-        [c] => {
-            return Err(PlanError::Protected {
-                address: c.address.clone(),
-                action: if c.action == Action::Delete {
-                    "destroy"
-                } else {
-                    "replace"
-                }
-                .into(),
-            })
-        }
-        many => {
-            return Err(PlanError::ProtectedMany(
-                many.iter()
-                    .map(|c| c.guarded_address().to_string())
-                    .collect(),
-            ))
-        }
-    }
+    refuse(&refused)?;
 
     // Dependency order for display: creates/updates in stack order,
     // deletes of removed resources after them.
@@ -922,6 +867,38 @@ async fn find_twins(
         }
     }
     Ok(twins)
+}
+
+/// Whether the stack or state protects `address`.
+fn is_protected(stack: &Stack, state: Option<&Snapshot>, address: &str) -> bool {
+    stack.get(address).is_some_and(|r| r.protected)
+        || state.is_some_and(|s| s.resources.get(address).is_some_and(|r| r.protected))
+}
+
+/// The error for protected resources a plan would lose (none: `Ok`): one
+/// names its address and action, or its duplicate; several are named at once.
+fn refuse(refused: &[&ResourceChange]) -> Result<(), PlanError> {
+    match refused {
+        [] => Ok(()),
+        [c] if c.twin_of.is_some() => Err(PlanError::ProtectedTwin {
+            address: c.guarded_address().to_string(),
+            id: c.id.clone().unwrap_or_default(),
+        }),
+        [c] => Err(PlanError::Protected {
+            address: c.address.clone(),
+            action: if c.action == Action::Delete {
+                "destroy"
+            } else {
+                "replace"
+            }
+            .into(),
+        }),
+        many => Err(PlanError::ProtectedMany(
+            many.iter()
+                .map(|c| c.guarded_address().to_string())
+                .collect(),
+        )),
+    }
 }
 
 fn non_data(deps: BTreeSet<String>) -> BTreeSet<String> {
