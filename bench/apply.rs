@@ -31,6 +31,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "measure.rs"]
+mod measure;
 #[path = "proxy.rs"]
 mod proxy;
 
@@ -41,43 +43,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::Moto;
+use measure::{env_number, ms};
 use proxy::{Proxy, ProxyConfig, RequestRecord};
 use serde_json::Value;
 
 /// The state store `devstack init` creates by default.
 const STATE_TABLE: &str = "devstack-state";
 
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a whole number, not '{v}'")),
-        Err(_) => default,
-    }
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-/// Requests grouped into serial rounds: a request that arrives less than
-/// one delay after the current round began could not have waited for any
-/// answer of that round (same rule as bench/noop_plan.rs).
+/// How many serial rounds `requests` form (bench/measure.rs).
 fn rounds(requests: &[&RequestRecord], delay: Duration) -> usize {
-    let mut sorted: Vec<Instant> = requests.iter().map(|r| r.received).collect();
-    sorted.sort();
-    let mut count = 0;
-    let mut start: Option<Instant> = None;
-    for t in sorted {
-        match start {
-            Some(s) if t.duration_since(s) < delay => {}
-            _ => {
-                count += 1;
-                start = Some(t);
-            }
-        }
-    }
-    count
+    measure::rounds(requests.iter().copied(), delay).len()
 }
 
 fn is_state(r: &RequestRecord) -> bool {

@@ -25,6 +25,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "measure.rs"]
+mod measure;
 #[path = "proxy.rs"]
 mod proxy;
 
@@ -33,16 +35,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{devstack, Moto};
+use measure::{env_number, ms, rounds};
 use proxy::{Proxy, ProxyConfig, RequestRecord};
-
-fn env_number(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a whole number, not '{v}'")),
-        Err(_) => default,
-    }
-}
 
 /// One measured no-op plan.
 struct Run {
@@ -52,22 +46,6 @@ struct Run {
     cpu: Option<Duration>,
     requests: Vec<RequestRecord>,
     actions: BTreeMap<String, usize>,
-}
-
-/// Requests grouped into serial rounds: a request that arrives less than
-/// one delay after the current round began could not have waited for any
-/// answer of that round, so it belongs to it.
-fn rounds(requests: &[RequestRecord], delay: Duration) -> Vec<Vec<&RequestRecord>> {
-    let mut sorted: Vec<&RequestRecord> = requests.iter().collect();
-    sorted.sort_by_key(|r| r.received);
-    let mut out: Vec<Vec<&RequestRecord>> = Vec::new();
-    for r in sorted {
-        match out.last_mut() {
-            Some(round) if r.received.duration_since(round[0].received) < delay => round.push(r),
-            _ => out.push(vec![r]),
-        }
-    }
-    out
 }
 
 /// Wall time spent before the first request reached the proxy (process
@@ -96,10 +74,6 @@ fn children_cpu() -> Option<Duration> {
     // starts at field 3.
     let ticks: u64 = fields.get(13)?.parse::<u64>().ok()? + fields.get(14)?.parse::<u64>().ok()?;
     Some(Duration::from_millis(ticks * 10))
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn median(runs: &[Run]) -> Duration {
