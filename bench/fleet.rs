@@ -29,7 +29,6 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use common::Moto;
 use devstack::fleet::{DynamoRegistry, Outcome, Registry, ReleaseBy, ReleaseRequest};
 use fleet_support::{endpoint_env, n, s, RUNS_TABLE};
@@ -185,7 +184,12 @@ fn main() {
     let mut scaling = Vec::new();
     for rows in HISTORY_SIZES {
         for table in [RUNS_TABLE, TF_TABLE] {
-            rt.block_on(seed_history(&dynamodb, table, seeded, rows));
+            rt.block_on(fleet_support::seed_past(
+                &dynamodb,
+                table,
+                seeded..rows,
+                200,
+            ));
         }
         seeded = rows;
         for (table, how) in [(RUNS_TABLE, "lock index"), (TF_TABLE, "scan, no index")] {
@@ -249,7 +253,7 @@ fn main() {
             ms(max)
         );
     }
-    println!("\nfleet list by history size (5 live locks, 200 finished ones):");
+    println!("\nfleet list by history size (5 live locks, 200 long-expired ones):");
     println!(
         "{:>12} {:<16} {:>13} {:>10} {:>10}  requests",
         "history rows", "read by", "items read", "median", "max"
@@ -308,64 +312,5 @@ async fn items_read(client: &aws_sdk_dynamodb::Client, table: &str, indexed: boo
             Some(k) if !k.is_empty() => start = Some(k),
             _ => return total,
         }
-    }
-}
-
-/// Writes finished history rows `from..to` the way the Python tool did,
-/// and one finished, expired lock per past ticket (200 tickets).
-async fn seed_history(client: &aws_sdk_dynamodb::Client, table: &str, from: usize, to: usize) {
-    let mut items: Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> =
-        (from..to)
-            .map(|i| {
-                let started = 1_700_000_000 + i as i64 * 3_600;
-                let ticket = format!("sows/old-{}.md", i % 200);
-                std::collections::HashMap::from([
-                    ("sow".to_string(), s(&ticket)),
-                    ("sk".to_string(), s(&format!("RUN#{started:020}#seed{i}"))),
-                    ("dispatch_id".to_string(), s(&format!("seed{i}"))),
-                    ("doc_type".to_string(), s("sow")),
-                    ("compute_type".to_string(), s("ec2:t3.xlarge")),
-                    ("model".to_string(), s("claude-opus-5")),
-                    ("status".to_string(), s("done")),
-                    ("started_at".to_string(), n(started)),
-                    ("updated_at".to_string(), n(started + 1_800)),
-                    ("outcome".to_string(), s("success")),
-                    ("finished_at".to_string(), n(started + 1_800)),
-                    ("duration_seconds".to_string(), n(1_800)),
-                    ("prs_opened".to_string(), n(2)),
-                ])
-            })
-            .collect();
-    for t in (from.min(200))..(to.min(200)) {
-        items.push(std::collections::HashMap::from([
-            ("sow".to_string(), s(&format!("sows/old-{t}.md"))),
-            ("sk".to_string(), s("LOCK")),
-            ("dispatch_id".to_string(), s(&format!("seed{t}"))),
-            ("status".to_string(), s("done")),
-            ("started_at".to_string(), n(1_700_000_000)),
-            ("updated_at".to_string(), n(1_700_001_800)),
-            ("expires_at".to_string(), n(1_700_025_200)),
-        ]));
-    }
-    let rows: Vec<WriteRequest> = items
-        .into_iter()
-        .map(|item| {
-            WriteRequest::builder()
-                .put_request(
-                    PutRequest::builder()
-                        .set_item(Some(item))
-                        .build()
-                        .expect("put"),
-                )
-                .build()
-        })
-        .collect();
-    for chunk in rows.chunks(25) {
-        client
-            .batch_write_item()
-            .request_items(table, chunk.to_vec())
-            .send()
-            .await
-            .expect("seed history");
     }
 }

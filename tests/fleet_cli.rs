@@ -630,63 +630,6 @@ async fn reconcile_apply_terminates_overdue_workers_and_times_out_their_locks() 
 #[path = "../bench/proxy.rs"]
 mod proxy;
 
-/// Seeds `rows` finished history rows and one finished, long-expired lock
-/// per ticket: a table that has seen a year of work.
-async fn seed_past(client: &aws_sdk_dynamodb::Client, table: &str, rows: usize) {
-    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
-    use fleet_support::{n, s};
-    let mut writes = Vec::new();
-    for i in 0..rows {
-        let started = 1_700_000_000 + i as i64 * 3_600;
-        let ticket = format!("sows/old-{}.md", i % 40);
-        writes.push(std::collections::HashMap::from([
-            ("sow".to_string(), s(&ticket)),
-            ("sk".to_string(), s(&format!("RUN#{started:020}#seed{i}"))),
-            ("dispatch_id".to_string(), s(&format!("seed{i}"))),
-            ("doc_type".to_string(), s("sow")),
-            ("compute_type".to_string(), s("ec2:t3.xlarge")),
-            ("model".to_string(), s("claude-opus-5")),
-            ("status".to_string(), s("working")),
-            ("started_at".to_string(), n(started)),
-            ("updated_at".to_string(), n(started)),
-        ]));
-    }
-    for t in 0..40.min(rows) {
-        writes.push(std::collections::HashMap::from([
-            ("sow".to_string(), s(&format!("sows/old-{t}.md"))),
-            ("sk".to_string(), s("LOCK")),
-            ("dispatch_id".to_string(), s(&format!("seed{t}"))),
-            // A lock left `working` by a worker that died long ago: expired,
-            // so not active whatever its status says.
-            ("status".to_string(), s("working")),
-            ("started_at".to_string(), n(1_700_000_000)),
-            ("updated_at".to_string(), n(1_700_000_000)),
-            ("expires_at".to_string(), n(1_700_025_200)),
-        ]));
-    }
-    for chunk in writes.chunks(25) {
-        let requests = chunk
-            .iter()
-            .map(|item| {
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item.clone()))
-                            .build()
-                            .unwrap(),
-                    )
-                    .build()
-            })
-            .collect();
-        client
-            .batch_write_item()
-            .request_items(table, requests)
-            .send()
-            .await
-            .unwrap();
-    }
-}
-
 /// `fleet list` reads the stack's lock index: one Query, no Scan, however
 /// much history the table holds; the expired and finished locks and the
 /// history rows stay out of the answer. On a table from before the index
@@ -698,7 +641,7 @@ async fn list_reads_the_lock_index_and_falls_back_to_a_scan_without_it() {
     let client = fleet_support::dynamodb(&s.moto.endpoint).await;
     fleet_support::create_runs_table_without_index(&client, "tf-runs").await;
     for table in [RUNS_TABLE, "tf-runs"] {
-        seed_past(&client, table, 300).await;
+        fleet_support::seed_past(&client, table, 0..300, 40).await;
         for (sow, id) in [("sows/live-a.md", "la"), ("dx/live-b.md", "lb")] {
             s.fleet(&[
                 "--table",

@@ -322,3 +322,68 @@ pub fn s(v: &str) -> AttributeValue {
 pub fn n(v: i64) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
+
+/// A table that has seen months of work, in the Python tool's wire format:
+/// finished history rows `rows` spread over `tickets` tickets, and for each
+/// ticket first seen in `rows`, a lock a worker that died long ago left
+/// `working`: expired, so not active whatever its status says.
+pub async fn seed_past(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    rows: std::ops::Range<usize>,
+    tickets: usize,
+) {
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    let ticket = |i: usize| format!("sows/old-{}.md", i % tickets);
+    let mut items: Vec<HashMap<String, AttributeValue>> = Vec::new();
+    for i in rows.clone() {
+        let started = 1_700_000_000 + i as i64 * 3_600;
+        items.push(HashMap::from([
+            ("sow".to_string(), s(&ticket(i))),
+            ("sk".to_string(), s(&format!("RUN#{started:020}#seed{i}"))),
+            ("dispatch_id".to_string(), s(&format!("seed{i}"))),
+            ("doc_type".to_string(), s("sow")),
+            ("compute_type".to_string(), s("ec2:t3.xlarge")),
+            ("model".to_string(), s("claude-opus-5")),
+            ("status".to_string(), s("done")),
+            ("started_at".to_string(), n(started)),
+            ("updated_at".to_string(), n(started + 1_800)),
+            ("outcome".to_string(), s("success")),
+            ("finished_at".to_string(), n(started + 1_800)),
+            ("duration_seconds".to_string(), n(1_800)),
+            ("prs_opened".to_string(), n(2)),
+        ]));
+    }
+    for t in rows.start.min(tickets)..rows.end.min(tickets) {
+        items.push(HashMap::from([
+            ("sow".to_string(), s(&ticket(t))),
+            ("sk".to_string(), s("LOCK")),
+            ("dispatch_id".to_string(), s(&format!("seed{t}"))),
+            ("status".to_string(), s("working")),
+            ("started_at".to_string(), n(1_700_000_000)),
+            ("updated_at".to_string(), n(1_700_000_000)),
+            ("expires_at".to_string(), n(1_700_025_200)),
+        ]));
+    }
+    for chunk in items.chunks(25) {
+        let writes = chunk
+            .iter()
+            .map(|item| {
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item.clone()))
+                            .build()
+                            .expect("a put request"),
+                    )
+                    .build()
+            })
+            .collect();
+        client
+            .batch_write_item()
+            .request_items(table, writes)
+            .send()
+            .await
+            .expect("seed the history");
+    }
+}
