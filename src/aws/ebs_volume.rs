@@ -152,8 +152,8 @@ impl Kind for EbsVolumeKind {
             .refresh
             .owned(FAMILY, meta, |f| describe_volumes(&self.ec2, f))
             .await?;
-        let live_ones: Vec<_> = found.iter().filter(|v| !is_gone(v)).cloned().collect();
-        Ok(tags::all_owned(meta, &live_ones, |v| v.tags(), live))
+        let present = found.iter().filter(|v| !is_gone(v));
+        Ok(tags::all_owned(meta, present, |v| v.tags(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {

@@ -146,7 +146,7 @@ impl Kind for EipKind {
             .refresh
             .owned(FAMILY, meta, |f| describe_addresses(&self.ec2, f))
             .await?;
-        Ok(tags::all_owned(meta, found.as_slice(), |a| a.tags(), live))
+        Ok(tags::all_owned(meta, found.iter(), |a| a.tags(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {

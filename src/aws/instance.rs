@@ -733,14 +733,10 @@ impl Kind for InstanceKind {
             .refresh
             .owned(FAMILY, meta, |f| describe_instances(&self.ec2, f))
             .await?;
-        let running: Vec<_> = found
-            .iter()
-            .filter(|i| !is_gone(state_of(i)))
-            .cloned()
-            .collect();
+        let running = found.iter().filter(|i| !is_gone(state_of(i)));
         Ok(tags::all_owned(
             meta,
-            &running,
+            running,
             |i| i.tags(),
             |i| live(i, String::new(), false),
         ))

@@ -216,7 +216,7 @@ impl Kind for RouteTableKind {
             .refresh
             .owned(FAMILY, meta, |f| describe_route_tables(&self.ec2, f))
             .await?;
-        Ok(tags::all_owned(meta, found.as_slice(), |x| x.tags(), live))
+        Ok(tags::all_owned(meta, found.iter(), |x| x.tags(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {

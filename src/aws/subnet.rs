@@ -143,7 +143,7 @@ impl Kind for SubnetKind {
             .refresh
             .owned(FAMILY, meta, |f| self.describe(f))
             .await?;
-        Ok(tags::all_owned(meta, found.as_slice(), |x| x.tags(), live))
+        Ok(tags::all_owned(meta, found.iter(), |x| x.tags(), live))
     }
 
     async fn find(&self, meta: &Meta, items: &[FindRequest]) -> ProviderResult<Vec<Option<Live>>> {

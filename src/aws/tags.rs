@@ -163,14 +163,14 @@ pub fn by_owned_address<T>(
 
 /// Every described resource this stack owns, with the address its tag
 /// names (what `Kind::owned` reports, to find untracked duplicates).
-pub fn all_owned<T>(
+pub fn all_owned<'a, T: 'a>(
     meta: &Meta,
-    found: &[T],
+    found: impl IntoIterator<Item = &'a T>,
     tags_of: impl Fn(&T) -> &[Tag],
     live: impl Fn(&T) -> crate::engine::provider::Live,
 ) -> Vec<(String, crate::engine::provider::Live)> {
     found
-        .iter()
+        .into_iter()
         .filter_map(|f| Some((owned_address(meta, tags_of(f))?, live(f))))
         .collect()
 }

@@ -197,7 +197,7 @@ impl Kind for VpcKind {
             .await?;
         Ok(tags::all_owned(
             meta,
-            vpcs.as_slice(),
+            vpcs.iter(),
             |v| v.tags(),
             |v| Self::live(v, (false, false)),
         ))
